@@ -1,0 +1,236 @@
+"""The stdout line grammar: one place that both prints and parses protocol lines.
+
+    [START] task=<task_name> env=<benchmark> model=<model_name>
+    [STEP] step=<n> action=<action_str> reward=<0.00> done=<true|false> error=<msg|null>
+    [END] success=<true|false> steps=<n> score=<score> rewards=<r1,r2,...,rn>
+
+Free text (``action=``, ``error=``) may hold anything but a line break. ``format()``
+writes every character on which ``str.splitlines`` breaks (and NUL) as a visible escape
+(see ``ESCAPES``), so a printed line is always one line; parsing then yields the escaped
+text. A free-text field that would itself contain a whole `` reward=<r> done=<b> error=``
+sequence gets the space before ``reward=`` written as ``\\x20``, so every printed
+``[STEP]`` line has exactly one way to be read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Characters that would split a line (``str.splitlines``) or are NUL, and their escapes.
+ESCAPES: dict[str, str] = {
+    "\n": "\\n",
+    "\r": "\\r",
+    "\x0b": "\\v",
+    "\x0c": "\\f",
+    "\x1c": "\\x1c",
+    "\x1d": "\\x1d",
+    "\x1e": "\\x1e",
+    "\x85": "\\x85",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+    "\x00": "\\x00",
+}
+_ESCAPE_TABLE = str.maketrans(ESCAPES)
+
+DECIMAL2 = r"-?(?:0|[1-9][0-9]*)\.[0-9]{2}"
+INTEGER = r"(?:0|[1-9][0-9]*)"
+BOOL = r"(?:true|false)"
+NAME = r"[^\s\x00]+"
+SCORE = r"-?[0-9]+(?:\.[0-9]+)?"
+
+#: The separator after ``action=``: ``[STEP]`` lines are parsed from the right of it.
+STEP_SEPARATOR = re.compile(rf" reward=({DECIMAL2}) done=({BOOL}) error=")
+
+START_RE = re.compile(rf"\[START\] task=({NAME}) env=({NAME}) model=({NAME})")
+STEP_RE = re.compile(
+    rf"\[STEP\] step=({INTEGER}) action=(.*) reward=({DECIMAL2}) done=({BOOL}) error=(.*)"
+)
+END_RE = re.compile(
+    rf"\[END\] success=({BOOL}) steps=({INTEGER}) score=({SCORE}) "
+    rf"rewards=((?:{DECIMAL2}(?:,{DECIMAL2})*)?)"
+)
+
+
+class GrammarError(ValueError):
+    """A line that is not a valid protocol line; ``col`` is 1-based."""
+
+    def __init__(self, message: str, col: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.col = col
+
+
+def escape(text: str) -> str:
+    """Return ``text`` with line breaks and NUL written as visible escapes."""
+    return text.translate(_ESCAPE_TABLE)
+
+
+def _escape_free_text(text: str) -> str:
+    text = escape(text)
+    if STEP_SEPARATOR.search(text):
+        text = STEP_SEPARATOR.sub(lambda m: "\\x20" + m.group(0)[1:], text)
+    return text
+
+
+def format_reward(value: float) -> str:
+    """Return a reward as the grammar writes it: exactly two decimals."""
+    return f"{value:.2f}"
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StartLine(_Line):
+    """``[START] task=... env=... model=...``"""
+
+    kind: Literal["START"] = "START"
+    task: str
+    env: str
+    model: str
+
+    @field_validator("task", "env", "model")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = escape(value)
+        if not re.fullmatch(NAME, value):
+            raise ValueError(f"must be non-empty and contain no spaces, got {value!r}")
+        return value
+
+    def format(self) -> str:
+        """Return the line, without a trailing newline."""
+        return f"[START] task={self.task} env={self.env} model={self.model}"
+
+    @classmethod
+    def parse(cls, line: str) -> "StartLine":
+        """Parse one line (no newline) or raise ``GrammarError``."""
+        m = START_RE.fullmatch(line)
+        if not m:
+            raise GrammarError("not a valid [START] line")
+        return cls.model_construct(task=m[1], env=m[2], model=m[3])
+
+
+class StepLine(_Line):
+    """``[STEP] step=<n> action=<text> reward=<0.00> done=<bool> error=<text|null>``"""
+
+    kind: Literal["STEP"] = "STEP"
+    step: int = Field(ge=0)
+    action: str
+    reward: float
+    done: bool
+    error: str | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, value: str) -> str:
+        return _escape_free_text(value)
+
+    @field_validator("error")
+    @classmethod
+    def _error(cls, value: str | None) -> str | None:
+        # The grammar cannot tell an empty message or the text "null" from no error,
+        # and trailing spaces would end the line with whitespace.
+        if value is None:
+            return None
+        value = _escape_free_text(value).strip()
+        return None if value in ("", "null") else value
+
+    @field_validator("reward")
+    @classmethod
+    def _reward(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"reward must be finite, got {value!r}")
+        return float(format_reward(value))
+
+    def format(self) -> str:
+        """Return the line, without a trailing newline."""
+        return (
+            f"[STEP] step={self.step} action={self.action} reward={format_reward(self.reward)}"
+            f" done={'true' if self.done else 'false'} error={self.error or 'null'}"
+        )
+
+    @classmethod
+    def parse(cls, line: str) -> "StepLine":
+        """Parse one line (no newline) or raise ``GrammarError``; ambiguous lines are errors."""
+        m = STEP_RE.fullmatch(line)
+        if not m:
+            raise GrammarError("not a valid [STEP] line")
+        if STEP_SEPARATOR.search(m[2]):
+            raise GrammarError(
+                "ambiguous [STEP] line: 'reward=... done=... error=' occurs more than once",
+                col=m.start(2) + 1,
+            )
+        error = m[5]
+        return cls.model_construct(
+            step=int(m[1]),
+            action=m[2],
+            reward=float(m[3]),
+            done=m[4] == "true",
+            error=None if error == "null" else error,
+        )
+
+
+class EndLine(_Line):
+    """``[END] success=<bool> steps=<n> score=<score> rewards=<r1,...,rn>``"""
+
+    kind: Literal["END"] = "END"
+    success: bool
+    steps: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0)
+    rewards: list[float] = Field(default_factory=list)
+
+    @field_validator("score")
+    @classmethod
+    def _score(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"score must be finite, got {value!r}")
+        return round(value, 3)
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(r) for r in value):
+            raise ValueError("rewards must be finite")
+        return [float(format_reward(r)) for r in value]
+
+    def format(self) -> str:
+        """Return the line, without a trailing newline."""
+        rewards = ",".join(format_reward(r) for r in self.rewards)
+        return (
+            f"[END] success={'true' if self.success else 'false'} steps={self.steps}"
+            f" score={self.score:.3f} rewards={rewards}"
+        )
+
+    @classmethod
+    def parse(cls, line: str) -> "EndLine":
+        """Parse one line (no newline) or raise ``GrammarError``."""
+        m = END_RE.fullmatch(line)
+        if not m:
+            raise GrammarError("not a valid [END] line")
+        score = float(m[3])
+        if not 0.0 <= score <= 1.0:
+            raise GrammarError(f"score must be in [0, 1], got {m[3]!r}", col=m.start(3) + 1)
+        return cls.model_construct(
+            success=m[1] == "true",
+            steps=int(m[2]),
+            score=score,
+            rewards=[float(r) for r in m[4].split(",")] if m[4] else [],
+        )
+
+
+ProtocolLine = Annotated[Union[StartLine, StepLine, EndLine], Field(discriminator="kind")]
+
+_PARSERS = {"[START]": StartLine.parse, "[STEP]": StepLine.parse, "[END]": EndLine.parse}
+
+
+def parse(line: str) -> StartLine | StepLine | EndLine:
+    """Parse any protocol line (without its newline) or raise ``GrammarError``."""
+    tag = line.split(" ", 1)[0]
+    parser = _PARSERS.get(tag)
+    if parser is None:
+        raise GrammarError("not a protocol line ([START], [STEP] or [END])")
+    return parser(line)
