@@ -1,0 +1,219 @@
+"""The trace database: opening, migrating, and every write, with secrets redacted.
+
+Every row goes through ``Store._insert``/``Store._update``, which redact secrets and commit
+at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already written
+and several processes can record into one file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets as _secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
+
+DEFAULT_DB = "traces/traces.db"
+REDACTED = "[REDACTED]"
+SECRET_ENV_VARS = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY")
+BUSY_TIMEOUT_MS = 30_000
+
+
+class TraceError(Exception):
+    """A problem the CLI reports in one line and exits 2 for."""
+
+
+def now() -> str:
+    """Return the current UTC time as ISO 8601 with microseconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_run_id() -> str:
+    """Return a new run id that sorts by creation time (ms timestamp + random)."""
+    return f"{int(time.time() * 1000):012x}{_secrets.token_hex(4)}"
+
+
+def secrets_from_environ(environ: dict[str, str] | None = None) -> list[str]:
+    """Return the secret values set in the environment (HF_TOKEN, API_KEY, ...)."""
+    environ = os.environ if environ is None else environ
+    return [v for k in SECRET_ENV_VARS if len(v := environ.get(k, "")) >= 4]
+
+
+def dumps(value: Any) -> str:
+    """Return compact JSON, keeping non-ASCII text readable."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class Store:
+    """A trace database file, migrated to the current schema."""
+
+    def __init__(self, path: str | os.PathLike, *, secrets: Iterable[str] = (), create: bool = True):
+        self.path = Path(path)
+        if not create:
+            _check_existing(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if create:
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.db = sqlite_utils.Database(conn)
+            self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+            self._migrate(write=create)
+        except sqlite3.DatabaseError as exc:
+            raise TraceError(f"{self.path}: not a trace database ({exc})") from None
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _applied(self) -> list[str]:
+        if not self.db[MIGRATIONS_TABLE].exists():
+            return []
+        return [r["name"] for r in self.db.query(f"select name from [{MIGRATIONS_TABLE}]")]
+
+    def _migrate(self, write: bool) -> None:
+        known = [m.__name__ for m in MIGRATIONS]
+        applied = self._applied()
+        unknown = [name for name in applied if name not in known]
+        if unknown:
+            raise TraceError(
+                f"{self.path}: written by a newer openenv-tracer (schema {unknown[-1]}); upgrade"
+            )
+        if len(applied) == len(known):
+            return
+        if not write:
+            raise TraceError(f"{self.path}: not a trace database (no tracer schema)")
+        with self.transaction():
+            applied = self._applied()  # another process may have migrated meanwhile
+            for migration in MIGRATIONS:
+                if migration.__name__ not in applied:
+                    migration(self.db)
+                    self.db[MIGRATIONS_TABLE].insert(
+                        {"name": migration.__name__, "applied_at": now()}, pk="name"
+                    )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one write transaction, taken up front so it never deadlocks."""
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.execute("ROLLBACK")
+            raise
+        self.db.conn.execute("COMMIT")
+
+    # -- writes -----------------------------------------------------------------------
+
+    def redact(self, value: Any) -> Any:
+        """Return ``value`` with every known secret replaced by ``[REDACTED]``."""
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, (dict, list)):
+            return self.redact(dumps(value))
+        return value
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        row = {k: self.redact(v) for k, v in row.items()}
+        with self.transaction():
+            return self.db[table].insert(row).last_pk
+
+    def _update(self, table: str, pk: Any, row: dict[str, Any]) -> None:
+        row = {k: self.redact(v) for k, v in row.items()}
+        with self.transaction():
+            self.db[table].update(pk, row)
+
+    def start_run(self, **fields: Any) -> str:
+        """Insert a run with status ``running``; return its id."""
+        run_id = fields.pop("id", None) or new_run_id()
+        self._insert(
+            "runs",
+            {"id": run_id, "started_at": now(), "status": "running", "pid": os.getpid(), **fields},
+        )
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run (for example ``env_schema`` once the env is up)."""
+        self._update("runs", run_id, fields)
+
+    def finish_run(self, run_id: str, status: str, exit_code: int, error: str | None = None) -> None:
+        """Mark a run ended with ``status`` (completed, failed or interrupted)."""
+        self._update(
+            "runs", run_id,
+            {"ended_at": now(), "status": status, "exit_code": exit_code, "error": error},
+        )
+
+    def start_episode(self, run_id: str, position: int, **fields: Any) -> int:
+        """Insert an episode with status ``running``; return its id."""
+        return self._insert(
+            "episodes",
+            {"run_id": run_id, "position": position, "started_at": now(), "status": "running",
+             "steps": 0, **fields},
+        )
+
+    def update_episode(self, episode_id: int, **fields: Any) -> None:
+        """Set fields of an episode (reset observation, final outcome, ...)."""
+        self._update("episodes", episode_id, fields)
+
+    def record_step(self, run_id: str, episode_id: int, **fields: Any) -> int:
+        """Insert one env step as it happens."""
+        return self._insert("steps", {"run_id": run_id, "episode_id": episode_id, **fields})
+
+    def record_llm_call(self, **fields: Any) -> int:
+        """Insert one LLM HTTP exchange."""
+        return self._insert("llm_calls", fields)
+
+    def record_line(self, run_id: str, episode_id: int | None, line: str) -> None:
+        """Insert one stdout protocol line, as printed."""
+        self._insert(
+            "lines", {"run_id": run_id, "episode_id": episode_id, "line": line, "printed_at": now()}
+        )
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def _check_existing(path: Path) -> None:
+    if not path.exists():
+        raise TraceError(f"{path}: no such trace database")
+    if path.is_dir():
+        raise TraceError(f"{path}: is a directory, not a trace database")
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise TraceError(f"{path}: not a trace database (not an SQLite file)")
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Return whether a process with this pid runs on this machine."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(status: str | None, pid: int | None) -> str:
+    """Return the status to show: a ``running`` run whose process is gone was interrupted."""
+    if status == "running" and not pid_alive(pid):
+        return "interrupted"
+    return status or "unknown"
