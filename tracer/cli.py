@@ -1,11 +1,363 @@
-"""The ``tracer`` command line: a thin click layer over the library."""
+"""The ``tracer`` command line: a thin click layer over the library.
+
+Each command parses options, imports its library module inside the function (so ``tracer list``
+never loads openai, openenv, httpx or jsonschema), calls it and formats the result. Every command
+takes ``--db``. A ``TraceError`` or SQLite error from any command becomes one ``Error: ...`` line
+on stderr and exit 2, in ``TracerGroup.invoke`` only. A new command is one decorated function:
+
+    @cli.command()
+    @db_option
+    def replay(db_path: str) -> None: ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import click
 
 from tracer import __version__
 
+if TYPE_CHECKING:
+    from tracer.store import Store
 
-@click.group()
+DEFAULT_DB = "traces/traces.db"  # tracer.store.DEFAULT_DB, kept here so --help imports no store
+
+
+def _import_store() -> None:
+    """Import tracer.store without letting sqlite-utils pull in pandas and numpy.
+
+    sqlite-utils imports both when installed (gradio, an openenv-core dependency, installs them)
+    only to map their types on insert, which tracer never does: that is 0.4 s of every command.
+    The block lasts for this one import, so anything that wants pandas later still gets it.
+    """
+    if "tracer.store" in sys.modules:
+        return
+    blocked = [m for m in ("pandas", "numpy") if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import tracer.store  # noqa: F401
+    finally:
+        for name in blocked:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+
+
+class TracerGroup(click.Group):
+    """A click group that turns every ``TraceError`` into ``Error: <message>`` and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _import_store()
+        import sqlite3
+
+        from tracer.store import TraceError
+
+        try:
+            return super().invoke(ctx)
+        except TraceError as exc:
+            fail(str(exc))
+        except sqlite3.Error as exc:
+            fail(f"database error: {exc}")
+        except BrokenPipeError:
+            # The reader (head, less) went away: stop quietly, as cat does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+
+
+def fail(message: str) -> None:
+    """Print ``Error: <message>`` on stderr and exit 2."""
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+db_option = click.option(
+    "--db", "db_path", default=DEFAULT_DB, envvar="TRACE_DB", show_default=True,
+    metavar="PATH", help="Trace database file (or set TRACE_DB).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@contextmanager
+def reading(db_path: str) -> Iterator["Store"]:
+    """Open an existing database read-only; name it in every error that happens meanwhile."""
+    from tracer.queries import open_store
+    from tracer.store import TraceError
+
+    store = open_store(db_path)
+    try:
+        yield store
+    except TraceError as exc:
+        message = str(exc)
+        raise TraceError(message if message.startswith(db_path) else f"{db_path}: {message}") \
+            from None
+    finally:
+        store.close()
+
+
+_secrets: list[str] | None = None
+
+
+def out(text: str = "", **kwargs: Any) -> None:
+    """Echo text with any secret from the environment blanked (the store already redacts)."""
+    global _secrets
+    if _secrets is None:
+        from tracer.store import secrets_from_environ
+
+        _secrets = sorted(secrets_from_environ(), key=len, reverse=True)
+    for secret in _secrets:
+        text = text.replace(secret, "[REDACTED]")
+    click.echo(text, **kwargs)
+
+
+def out_json(value: Any) -> None:
+    out(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def table(headers: list[str], body: Iterable[list[Any]]) -> None:
+    """Echo rows as left-aligned columns under upper-case headers."""
+    body = [["-" if v is None else str(v) for v in row] for row in body]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
+    for row in [[h.upper() for h in headers], *body]:
+        out("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def clip(value: Any, width: int) -> str:
+    text = "-" if value is None else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def when(iso: str | None) -> str:
+    return "-" if not iso else iso[:19].replace("T", " ")
+
+
+def flag(value: bool | None) -> str:
+    return "-" if value is None else str(bool(value)).lower()
+
+
+@click.group(cls=TracerGroup)
 @click.version_option(__version__, prog_name="tracer")
 def cli() -> None:
     """Record, replay and inspect OpenEnv agent episodes."""
+
+
+@cli.command("list")
+@db_option
+@click.option("--limit", "-n", default=20, show_default=True, help="How many runs (0: all).")
+@json_option
+def list_(db_path: str, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    from tracer import queries
+
+    with reading(db_path) as store:
+        runs = queries.list_runs(store, limit or None)
+    if as_json:
+        return out_json(runs)
+    table(
+        ["id", "started", "tasks", "model", "episodes", "steps", "score", "status"],
+        ([r["id"], when(r["started_at"]), clip(",".join(r["tasks"] or []), 30),
+          clip(r["model"], 30), r["episodes"], r["steps"], num(r["score"]), r["status"]]
+         for r in runs),
+    )
+
+
+@cli.command()
+@db_option
+@click.argument("run")
+@click.option("--full", is_flag=True, help="Print prompts and completions whole, not clipped.")
+@json_option
+def show(db_path: str, run: str, full: bool, as_json: bool) -> None:
+    """Show each episode and step of RUN (an id, a unique prefix, or 'latest')."""
+    from tracer import queries
+
+    with reading(db_path) as store:
+        data = queries.show_run(store, queries.resolve_run(store, run))
+    if as_json:
+        return out_json(data)
+    width = sys.maxsize if full else 200
+    tasks = ",".join(data["tasks"] or [])
+    out(f"run {data['id']}  {data['status']}  model {data['model'] or '-'}  "
+        f"started {when(data['started_at'])}  tasks {tasks or '-'}")
+    if data["replay_of"]:
+        out(f"replay of {data['replay_of']}")
+    if data["error"]:
+        out(f"error {clip(data['error'], width)}")
+    for ep in data["episodes"]:
+        out(f"\nepisode {ep['position']}  task {ep['task'] or '-'}  {ep['status']}  "
+            f"success {flag(ep['success'])}  steps {ep['steps']}  score {num(ep['score'])}")
+        if ep["error"]:
+            out(f"  error {clip(ep['error'], width)}")
+        for s in ep["steps"]:
+            out(f"  step {s['step']}  reward {num(s['reward'])}  done {flag(s['done'])}  "
+                f"error {clip(s['error'], width)}  env {num(s['latency_ms'], 1)} ms")
+            for call in s["llm_calls"]:
+                _show_call(call, width)
+            out(f"    action      {clip(s['action_text'], width)}")
+        for call in ep["other_llm_calls"]:
+            out(f"  llm call {call['position']} (step {call['step'] or '-'}, no env step)")
+            _show_call(call, width)
+
+
+def _show_call(call: dict[str, Any], width: int) -> None:
+    out(f"    prompt      {clip(call['prompt'], width)}")
+    out(f"    completion  {clip(call['completion'], width)}")
+    tokens = f"{call['prompt_tokens'] or '-'}+{call['completion_tokens'] or '-'}"
+    status = f"  http {call['status_code']}" if call["status_code"] not in (None, 200) else ""
+    error = f"  error {clip(call['error'], width)}" if call["error"] else ""
+    out(f"    llm         {num(call['latency_ms'], 1)} ms  tokens {tokens}{status}{error}")
+
+
+@cli.command()
+@db_option
+@click.argument("run", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Export every run, oldest first.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "log", "messages"]),
+              default="jsonl", show_default=True,
+              help="jsonl: one episode per line; log: stdout lines as printed; "
+                   "messages: one chat row per LLM call, for SFT.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str | None) -> None:
+    """Export RUN (or --all runs) as jsonl episodes, the stdout log, or SFT chat rows."""
+    from tracer import export as exports
+    from tracer import queries
+
+    if bool(run) == all_runs:
+        raise click.UsageError("give one RUN or --all")
+    with reading(db_path) as store, _output(output) as write:
+        run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
+        for run_id in run_ids:
+            if fmt == "log":
+                items: Iterable[Any] = exports.log_lines(store, run_id)
+            elif fmt == "messages":
+                items = exports.message_rows(store, run_id)
+            else:
+                items = exports.episode_records(store, run_id)
+            for item in items:
+                write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[Any]:
+    """Yield a line writer to stdout, or to a file that appears only if the export succeeds."""
+    if path is None:
+        yield out
+        return
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        try:
+            yield lambda line: out(line, file=f)
+        except BaseException:
+            f.close()
+            os.unlink(partial)
+            raise
+    os.replace(partial, path)
+
+
+@cli.command("import")
+@db_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def import_(db_path: str, file: str) -> None:
+    """Import a jsonl export into the database, keeping run ids.
+
+    Every line is checked against the schema before anything is written, and the import is one
+    transaction. A run whose id is already in the database is skipped, with a message.
+    """
+    from tracer import export as exports
+    from tracer.store import Store, secrets_from_environ
+
+    records = exports.read_jsonl(file)
+    store = Store(db_path, secrets=secrets_from_environ())
+    try:
+        result = exports.import_jsonl(store, records)
+    finally:
+        store.close()
+    for run_id in result.skipped:
+        click.echo(f"skipped run {run_id}: already in {db_path}", err=True)
+    out(f"imported {len(result.imported)} run(s), {result.episodes} episode(s) into {db_path}")
+
+
+@cli.command()
+@db_option
+@click.argument("a")
+@click.argument("b", required=False)
+@json_option
+def diff(db_path: str, a: str, b: str | None, as_json: bool) -> None:
+    """Compare runs A and B step by step; exit 0 if the same, 1 if they differ.
+
+    Without B, A must be a replay and is compared with the run it replayed.
+    """
+    from tracer import queries
+
+    with reading(db_path) as store:
+        a = queries.resolve_run(store, a)
+        if b is None:
+            b = queries.run_row(store, a)["replay_of"]
+            if not b:
+                raise click.UsageError(f"run {a} is not a replay: give the run to compare with")
+        result = queries.diff_runs(store, a, queries.resolve_run(store, b))
+    if as_json:
+        out_json(result)
+    else:
+        out(f"a {result['a']}\nb {result['b']}")
+        table(
+            ["ep", "step", "a action", "b action", "a reward", "b reward", "a done", "b done",
+             "differs"],
+            ([row["position"], row["step"], *_pair(row, "action_text", lambda v: clip(v, 24)),
+              *_pair(row, "reward", num), *_pair(row, "done", flag), ",".join(row["differs"])]
+             for row in result["steps"]),
+        )
+        first = result["first_difference"]
+        if first:
+            out(f"first difference: episode {first['position']} step {first['step']}: "
+                + ", ".join(first["differs"]))
+        else:
+            out(f"same: {len(result['steps'])} step(s) compared")
+    sys.exit(0 if result["same"] else 1)
+
+
+def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
+    return [fmt(row[side][field]) if row[side] else "(none)" for side in ("a", "b")]
+
+
+@cli.command()
+@db_option
+@json_option
+def stats(db_path: str, as_json: bool) -> None:
+    """Count runs, episodes, steps and LLM calls; sum tokens; latency percentiles; per task."""
+    from tracer import queries
+
+    with reading(db_path) as store:
+        data = queries.stats(store)
+    if as_json:
+        return out_json(data)
+    out(f"runs {data['runs']}  episodes {data['episodes']}  steps {data['steps']}  "
+        f"llm calls {data['llm_calls']}")
+    t = data["tokens"]
+    out(f"tokens  prompt {t['prompt']}  completion {t['completion']}  total {t['total']}\n")
+    table(["latency ms", "count", "p50", "p90", "p99"],
+          ([name.replace("_", " "), v["count"], num(v["p50"], 1), num(v["p90"], 1),
+            num(v["p99"], 1)] for name, v in data["latency_ms"].items()))
+    out()
+    table(["task", "episodes", "steps", "mean score", "mean reward", "success"],
+          ([r["task"], r["episodes"], r["steps"], num(r["mean_score"]), num(r["mean_reward"]),
+            num(r["success_rate"])] for r in data["tasks"]))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of one line of a jsonl export."""
+    from tracer.export import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+if __name__ == "__main__":
+    cli()

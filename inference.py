@@ -1,0 +1,14 @@
+"""Reference OpenEnv inference script: runs the agent and records every episode.
+
+Configuration (environment variables or .env): API_BASE_URL, MODEL_NAME, HF_TOKEN (or API_KEY),
+LOCAL_IMAGE_NAME (or IMAGE_NAME), ENV_BASE_URL, TASKS, MAX_STEPS, TRACE_DB, TRACE=off.
+stdout carries only [START]/[STEP]/[END] lines; diagnostics go to stderr.
+Exit codes: 0 every episode ran to its end, 1 an episode was cut short, 2 configuration error.
+"""
+
+import sys
+
+from tracer.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main())

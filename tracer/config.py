@@ -1,0 +1,107 @@
+"""Run configuration read from environment variables (and ``.env``), as the seed script does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+DEFAULT_API_BASE_URL = "https://router.huggingface.co/v1"
+DEFAULT_MODEL = "Qwen/Qwen2.5-72B-Instruct"
+DEFAULT_TASK = "echo"
+DEFAULT_BENCHMARK = "echo"
+DEFAULT_MAX_STEPS = 8
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs to know. ``api_key`` is never stored or printed."""
+
+    api_base_url: str = DEFAULT_API_BASE_URL
+    model: str = DEFAULT_MODEL
+    api_key: str | None = field(default=None, repr=False)
+    image: str | None = None
+    env_base_url: str | None = None
+    tasks: tuple[str, ...] = (DEFAULT_TASK,)
+    benchmark: str = DEFAULT_BENCHMARK
+    max_steps: int = DEFAULT_MAX_STEPS
+    temperature: float = 0.7
+    max_tokens: int = 150
+    success_threshold: float = 0.1
+    seed: int | None = None
+    stream: bool = False
+    trace: bool = True
+    trace_db: str = "traces/traces.db"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        """Read the configuration from ``environ`` (default ``os.environ``) or raise ConfigError."""
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        tasks = tuple(t.strip() for t in (get("TASKS") or DEFAULT_TASK).split(",") if t.strip())
+        if not tasks:
+            raise ConfigError("TASKS: no task names given")
+        for name, values in (("TASKS", tasks), ("MODEL_NAME", [get("MODEL_NAME") or DEFAULT_MODEL]),
+                             ("BENCHMARK", [get("BENCHMARK") or DEFAULT_BENCHMARK])):
+            for value in values:
+                if re.search(r"\s", value):
+                    raise ConfigError(f"{name}: {value!r} contains whitespace, which the log lines cannot carry")
+        trace = (get("TRACE") or "on").lower()
+        if trace not in ("on", "off", "1", "0", "true", "false"):
+            raise ConfigError(f"TRACE: expected on or off, got {trace!r}")
+        return cls(
+            api_base_url=get("API_BASE_URL") or DEFAULT_API_BASE_URL,
+            model=get("MODEL_NAME") or DEFAULT_MODEL,
+            api_key=get("HF_TOKEN") or get("API_KEY"),
+            image=get("LOCAL_IMAGE_NAME") or get("IMAGE_NAME"),
+            env_base_url=get("ENV_BASE_URL"),
+            tasks=tasks,
+            benchmark=get("BENCHMARK") or DEFAULT_BENCHMARK,
+            max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS, minimum=1),
+            temperature=_number(get, "TEMPERATURE", float, 0.7, minimum=0),
+            max_tokens=_number(get, "MAX_TOKENS", int, 150, minimum=1),
+            seed=_number(get, "SEED", int, None),
+            stream=(get("STREAM") or "").lower() in ("1", "on", "true"),
+            trace=trace in ("on", "1", "true"),
+            trace_db=get("TRACE_DB") or "traces/traces.db",
+        )
+
+    @property
+    def uses_standin(self) -> bool:
+        """Without a key no real model can be reached, so the local stand-in answers."""
+        return self.api_key is None
+
+    def public(self) -> dict:
+        """Return the configuration without the key, as stored with a run."""
+        data = asdict(self)
+        data.pop("api_key")
+        data["tasks"] = list(self.tasks)
+        return data
+
+    def fingerprint(self) -> str:
+        """Return a short hash of the public configuration, to group comparable runs."""
+        return hashlib.sha256(json.dumps(self.public(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _number(get, name, kind, default, minimum=None):
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {raw!r}")
+    return value

@@ -1,0 +1,119 @@
+"""Writes one run to the trace store as it happens: episodes, steps, LLM calls, stdout lines."""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+import sys
+from importlib import metadata
+from typing import Any
+
+from tracer.store import Store, TraceError
+from tracer.transport import Exchange, request_hash
+
+
+def versions() -> dict[str, str]:
+    """Return the versions of Python and the packages a run depends on."""
+    found = {"python": platform.python_version()}
+    for package in ("openenv-core", "openai", "openenv-tracer"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+class Recorder:
+    """Records a run into ``store``; with ``store=None`` (``TRACE=off``) it records nothing.
+
+    A failing write is reported once on stderr and stops recording; the episode goes on,
+    because the protocol log on stdout is what graders read.
+    """
+
+    def __init__(self, store: Store | None):
+        self.store = store
+        self.run_id: str | None = None
+        self.episode_id: int | None = None
+        self.step: int = 0
+        self._llm_position = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def _write(self, operation: str, /, *args: Any, **kwargs: Any) -> Any:
+        if self.store is None:
+            return None
+        try:
+            return getattr(self.store, operation)(*args, **kwargs)
+        except (sqlite3.Error, TraceError, OSError) as exc:
+            print(f"tracer: recording stopped, could not write to {self.store.path}: {exc}",
+                  file=sys.stderr, flush=True)
+            self.store = None
+            return None
+
+    def start_run(self, config: Any, env_source: dict, replay_of: str | None = None) -> str | None:
+        """Record the start of a run and return its id (None when not recording)."""
+        self.run_id = self._write(
+            "start_run",
+            tasks=list(config.tasks),
+            benchmark=config.benchmark,
+            model=config.model,
+            api_base_url=config.api_base_url,
+            env_source=env_source,
+            config=config.public(),
+            config_fingerprint=config.fingerprint(),
+            versions=versions(),
+            replay_of=replay_of,
+        )
+        return self.run_id
+
+    def update_run(self, **fields: Any) -> None:
+        if self.run_id:
+            self._write("update_run", self.run_id, **fields)
+
+    def finish_run(self, status: str, exit_code: int, error: str | None = None) -> None:
+        if self.run_id:
+            self._write("finish_run", self.run_id, status, exit_code, error)
+
+    def start_episode(self, position: int, **fields: Any) -> None:
+        self.step = 0
+        self._llm_position = 0
+        self.episode_id = None
+        if self.run_id:
+            self.episode_id = self._write("start_episode", self.run_id, position, **fields)
+
+    def update_episode(self, **fields: Any) -> None:
+        if self.episode_id:
+            self._write("update_episode", self.episode_id, **fields)
+
+    def record_step(self, **fields: Any) -> None:
+        if self.episode_id:
+            self._write("record_step", self.run_id, self.episode_id, **fields)
+
+    def record_line(self, line: str) -> None:
+        if self.run_id:
+            self._write("record_line", self.run_id, self.episode_id, line)
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        """Record one LLM HTTP exchange (the transport calls this)."""
+        self._llm_position += 1
+        if not self.run_id:
+            return
+        self._write(
+            "record_llm_call",
+            run_id=self.run_id,
+            episode_id=self.episode_id,
+            step=self.step,
+            position=self._llm_position,
+            method=exchange.method,
+            url=exchange.url,
+            request_hash=request_hash(exchange.request),
+            request=exchange.request,
+            status_code=exchange.status_code,
+            response=exchange.response,
+            stream=int(exchange.stream),
+            latency_ms=round(exchange.latency_ms, 3),
+            error=exchange.error,
+            started_at=exchange.started_at,
+        )

@@ -1,0 +1,187 @@
+"""A whole run of ``inference.py``: configuration, the env, the LLM client, every episode."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from tracer.agent import Interrupted, Settings, run_episode
+from tracer.config import Config, ConfigError
+from tracer.recorder import Recorder
+from tracer.store import Store, TraceError, secrets_from_environ
+
+LLM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def note(message: str) -> None:
+    """Print a diagnostic on stderr: stdout carries protocol lines only."""
+    print(f"inference: {message}", file=sys.stderr, flush=True)
+
+
+def emit(line: str) -> None:
+    """Print one protocol line on stdout, at once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class EnvProvider:
+    """Starts or reaches the environment on first use and opens one client per episode."""
+
+    def __init__(self, config: Config, on_schema: Callable[[dict], None] = lambda schema: None):
+        self.config = config
+        self.on_schema = on_schema
+        self.base_url: str | None = None
+        self.schema: dict | None = None
+        self._stack = ExitStack()
+        if config.env_base_url:
+            self.source = {"kind": "url", "url": config.env_base_url}
+        elif config.image:
+            self.source = {"kind": "image", "image": config.image}
+        else:
+            self.source = {"kind": "embedded", "name": "echo"}
+
+    def _start(self) -> None:
+        if self.base_url:
+            return
+        if self.source["kind"] == "url":
+            self.base_url = self.config.env_base_url.rstrip("/")
+        elif self.source["kind"] == "image":
+            from openenv.core.containers.runtime import LocalDockerProvider
+
+            provider = LocalDockerProvider()
+            url = provider.start_container(self.config.image)
+            self._stack.callback(provider.stop_container)
+            provider.wait_for_ready(url)
+            self.base_url = url
+        else:
+            from tracer.echo_env import create_echo_app
+            from tracer.servers import BackgroundServer
+
+            self.base_url = self._stack.enter_context(BackgroundServer(create_echo_app(), "echo env")).url
+        try:
+            response = httpx.get(f"{self.base_url}/schema", timeout=10)
+            response.raise_for_status()
+            self.schema = response.json()
+            self.on_schema(self.schema)
+        except (httpx.HTTPError, ValueError) as exc:
+            note(f"env at {self.base_url} has no usable /schema ({exc}); sending actions as {{\"message\": text}}")
+
+    def open(self) -> Any:
+        """Return a connected (synchronous) client for a new episode."""
+        from tracer.openenv_import import import_openenv
+
+        import_openenv()
+        from openenv.core.generic_client import GenericEnvClient
+
+        self._start()
+        client = GenericEnvClient(base_url=self.base_url).sync()
+        client.connect()
+        return client
+
+    def action_schema(self) -> dict | None:
+        return (self.schema or {}).get("action")
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+def llm_client(config: Config, recorder: Recorder, transport: httpx.BaseTransport | None = None) -> Any:
+    """Return an ``openai`` client whose HTTP traffic the recorder sees."""
+    from openai import OpenAI
+
+    from tracer.transport import RecordingTransport
+
+    transport = transport or httpx.HTTPTransport()
+    if recorder.enabled:
+        transport = RecordingTransport(recorder.on_exchange, transport)
+    return OpenAI(
+        base_url=config.api_base_url,
+        api_key=config.api_key or "no-key",
+        http_client=httpx.Client(transport=transport, timeout=LLM_TIMEOUT),
+        max_retries=2,
+    )
+
+
+@contextmanager
+def signals_end_episodes() -> Iterator[None]:
+    """Turn the first SIGTERM/SIGINT into ``Interrupted``; later ones wait for the [END]."""
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def settings_for(config: Config, task: str) -> Settings:
+    """Return the agent loop settings for one task of this run."""
+    return Settings(
+        task=task, benchmark=config.benchmark, model=config.model, max_steps=config.max_steps,
+        temperature=config.temperature, max_tokens=config.max_tokens,
+        success_threshold=config.success_threshold, stream=config.stream,
+        reset_args={"seed": config.seed} if config.seed is not None else {},
+    )
+
+
+def run(config: Config) -> int:
+    """Run every task of ``config`` as an episode; return the process exit code."""
+    try:
+        store = Store(config.trace_db, secrets=[config.api_key or "", *secrets_from_environ()]) if config.trace else None
+    except (TraceError, OSError) as exc:
+        note(f"configuration error: TRACE_DB: {exc}")
+        return 2
+    recorder = Recorder(store)
+    status, exit_code = "completed", 0
+    with ExitStack() as stack, signals_end_episodes():
+        try:
+            if config.uses_standin:
+                from tracer.servers import BackgroundServer
+                from tracer.standin import STANDIN_MODEL, create_standin_app
+
+                note(f"no HF_TOKEN or API_KEY set: using the local deterministic stand-in model "
+                     f"'{STANDIN_MODEL}', not a real LLM")
+                server = stack.enter_context(BackgroundServer(create_standin_app(), "stand-in model"))
+                config = replace(config, api_base_url=server.url + "/v1", model=STANDIN_MODEL)
+            env = EnvProvider(config, on_schema=lambda schema: recorder.update_run(env_schema=schema))
+            stack.callback(env.stop)
+            recorder.start_run(config, env.source)
+            if recorder.run_id:
+                note(f"recording run {recorder.run_id} into {config.trace_db}")
+            llm = llm_client(config, recorder)
+            for position, task in enumerate(config.tasks, 1):
+                outcome = run_episode(settings_for(config, task), llm, env.open, env.action_schema,
+                                      recorder, emit, position)
+                if outcome.status != "completed":
+                    status, exit_code = "failed", 1
+        except Interrupted as exc:
+            note(f"{exc}: episode ended early")
+            status, exit_code = "interrupted", 1
+        finally:
+            recorder.finish_run(status, exit_code)
+    return exit_code
+
+
+def main(environ: dict[str, str] | None = None) -> int:
+    """Entry point of ``inference.py``: read the configuration (and ``.env``), then run."""
+    if environ is None:
+        from dotenv import load_dotenv
+
+        load_dotenv()
+    try:
+        config = Config.from_environ(environ)
+    except ConfigError as exc:
+        note(f"configuration error: {exc}")
+        return 2
+    return run(config)

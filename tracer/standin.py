@@ -1,0 +1,80 @@
+"""A small deterministic stand-in for an OpenAI-compatible chat model, served locally.
+
+``inference.py`` uses it when no ``HF_TOKEN``/``API_KEY`` is set, so a fresh clone runs end to
+end offline; tests use it as their local LLM server. The reply is a pure function of the
+request's messages, so two runs with the same prompts get the same completions.
+"""
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+STANDIN_MODEL = "openenv-tracer-stand-in"
+WORDS = (
+    "bright signals travel across quiet rivers while patient engineers record every careful "
+    "step of the long journey through echoing valleys and open fields of measured data"
+).split()
+
+
+def standin_reply(messages: list[dict[str, Any]]) -> str:
+    """Return the stand-in's completion for these chat messages."""
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+    count = 6 + digest[0] % 10
+    return " ".join(WORDS[b % len(WORDS)] for b in digest[1 : 1 + count]).capitalize() + "."
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion_tokens = len(text.split())
+    return {
+        "id": "chatcmpl-standin-" + hashlib.sha256(text.encode()).hexdigest()[:12],
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", STANDIN_MODEL),
+        "choices": [
+            {"index": 0, "finish_reason": "stop",
+             "message": {"role": "assistant", "content": text}}
+        ],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def _stream_chunks(body: dict[str, Any], text: str):
+    base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 0,
+            "model": body.get("model", STANDIN_MODEL)}
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    yield f"data: {json.dumps(last)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | None = None) -> Any:
+    """Return the stand-in's FastAPI app; ``fail_first`` answers that many requests with 500."""
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append({"body": body, "headers": dict(request.headers)})
+        if delay_s:
+            time.sleep(delay_s)
+        if len(app.state.requests) <= fail_first:
+            return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}},
+                                status_code=500)
+        text = reply if reply is not None else standin_reply(body.get("messages", []))
+        if body.get("stream"):
+            return StreamingResponse(_stream_chunks(body, text), media_type="text/event-stream")
+        return _completion(body, text)
+
+    return app
