@@ -85,13 +85,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 @contextmanager
 def reading(db_path: str) -> Iterator["Store"]:
     """Open an existing database read-only; name it in every error that happens meanwhile."""
+    import sqlite3
+
     from tracer.queries import open_store
     from tracer.store import TraceError
 
     store = open_store(db_path)
     try:
         yield store
-    except TraceError as exc:
+    except (TraceError, sqlite3.Error) as exc:
         message = str(exc)
         raise TraceError(message if message.startswith(db_path) else f"{db_path}: {message}") \
             from None
@@ -192,7 +194,7 @@ def show(db_path: str, run: str, full: bool, as_json: bool) -> None:
         out(f"error {clip(data['error'], width)}")
     for ep in data["episodes"]:
         out(f"\nepisode {ep['position']}  task {ep['task'] or '-'}  {ep['status']}  "
-            f"success {flag(ep['success'])}  steps {ep['steps']}  score {num(ep['score'])}")
+            f"success {flag(ep['success'])}  steps {ep['step_count']}  score {num(ep['score'])}")
         if ep["error"]:
             out(f"  error {clip(ep['error'], width)}")
         for s in ep["steps"]:
@@ -320,7 +322,7 @@ def diff(db_path: str, a: str, b: str | None, as_json: bool) -> None:
                 + ", ".join(first["differs"]))
         else:
             out(f"same: {len(result['steps'])} step(s) compared")
-    sys.exit(0 if result["same"] else 1)
+    raise click.exceptions.Exit(0 if result["same"] else 1)
 
 
 def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:

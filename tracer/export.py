@@ -1,0 +1,302 @@
+"""Exports of recorded runs (jsonl episodes, the stdout log, SFT chat rows) and jsonl import.
+
+A jsonl export is one self-contained JSON object per episode, checked against
+``tracer/schemas/episode.schema.json``; ``import_jsonl`` reads such files back, checking every
+line first and writing everything in one transaction, so a bad file leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from tracer import queries
+from tracer.store import Store, TraceError, dumps
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "episode.schema.json"
+FORMAT = "openenv-tracer.episode/1"
+FORMATS = ("jsonl", "log", "messages")
+
+RUN_FIELDS = (
+    "id", "started_at", "ended_at", "status", "exit_code", "error", "tasks", "benchmark", "model",
+    "api_base_url", "env_source", "env_schema", "config", "config_fingerprint", "versions",
+    "replay_of",
+)
+STEP_FIELDS = (
+    "step", "action", "action_text", "observation", "reward", "done", "error", "latency_ms",
+    "started_at",
+)
+CALL_FIELDS = (
+    "position", "step", "method", "url", "request_hash", "request", "status_code", "stream",
+    "latency_ms", "error", "started_at",
+)
+
+
+def schema_text() -> str:
+    """Return the episode JSON Schema exactly as shipped."""
+    return SCHEMA_PATH.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # only exports and imports pay for it
+
+    schema = json.loads(schema_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=None)
+
+
+def schema_error(record: Any) -> str | None:
+    """Return why ``record`` fails the episode schema in one line, or None if it passes."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(record))
+    if error is None:
+        return None
+    message = " ".join(error.message.split())
+    if len(message) > 200:
+        message = message[:197] + "..."
+    return f"{error.json_path}: {message}"
+
+
+# -- jsonl ----------------------------------------------------------------------------
+
+
+def episode_records(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
+    """Yield one schema-valid record per episode of a run, in position order."""
+    run = queries.run_row(store, run_id)
+    run_meta = {k: run[k] for k in RUN_FIELDS}
+    episodes = queries.episode_rows(store, run_id, run["status"])
+    lines = _run_lines(store, run_id, [ep["id"] for ep in episodes])
+    orphan_calls = list(
+        queries.rows(store, "select * from llm_calls where run_id = ? and episode_id is null "
+                     "order by id", [run_id])
+    )
+    for index, ep in enumerate(episodes):
+        calls = queries.llm_call_rows(store, ep["id"])
+        if index == 0:
+            calls = [{**c, "run_level": True} for c in orphan_calls] + calls
+        record = {
+            "format": FORMAT,
+            "run": run_meta,
+            "position": ep["position"],
+            "task": ep["task"],
+            "benchmark": ep["benchmark"],
+            "model": ep["model"],
+            "started_at": ep["started_at"],
+            "ended_at": ep["ended_at"],
+            "status": ep["status"],
+            "reset": {
+                "args": ep["reset_args"],
+                "observation": ep["reset_observation"],
+                "latency_ms": ep["reset_latency_ms"],
+            },
+            "steps": [{k: s[k] for k in STEP_FIELDS} for s in queries.step_rows(store, ep["id"])],
+            "llm_calls": [_export_call(c) for c in calls],
+            "lines": lines.get(ep["id"], []),
+            "outcome": {
+                "success": ep["success"],
+                "steps": ep["steps"],
+                "score": ep["score"],
+                "rewards": ep["rewards"],
+                "error": ep["error"],
+            },
+        }
+        problem = schema_error(record)
+        if problem:
+            raise TraceError(
+                f"run {run_id} episode {ep['position']}: export fails its schema: {problem}"
+            )
+        yield record
+
+
+def _export_call(call: dict[str, Any]) -> dict[str, Any]:
+    out = {k: call[k] for k in CALL_FIELDS}
+    out["request"] = queries.decode(call["request"], "llm_calls", call["id"], "request")
+    out["stream"] = bool(call["stream"])
+    # A JSON body is exported as JSON; a stream or non-JSON body as the exact text received.
+    response = call["response"]
+    try:
+        decoded = None if call["stream"] or response is None else json.loads(response)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, (dict, list)):
+        out["response"] = decoded
+    else:
+        out["response_text"] = response
+    if call.get("run_level"):
+        out["run_level"] = True
+    return out
+
+
+def _run_lines(
+    store: Store, run_id: str, episode_ids: list[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """Return a run's stdout lines by episode id; a run-level line goes with the episode before it."""
+    by_episode: dict[int, list[dict[str, Any]]] = {}
+    if not episode_ids:
+        return by_episode
+    current = episode_ids[0]
+    for row in queries.rows(
+        store, "select episode_id, line, printed_at from lines where run_id = ? order by id",
+        [run_id],
+    ):
+        line = {"line": row["line"], "printed_at": row["printed_at"]}
+        if row["episode_id"] is None:
+            line["run_level"] = True
+        else:
+            current = row["episode_id"]
+        by_episode.setdefault(current, []).append(line)
+    return by_episode
+
+
+# -- log and messages -----------------------------------------------------------------
+
+
+def log_lines(store: Store, run_id: str) -> Iterator[str]:
+    """Yield a run's stdout protocol lines exactly as printed, in order."""
+    for row in queries.rows(store, "select line from lines where run_id = ? order by id", [run_id]):
+        yield row["line"]
+
+
+def message_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
+    """Yield one SFT chat row per answered LLM call: request messages plus the completion.
+
+    Keys follow openenv-core's collect ``EpisodeRecord`` (episode_id, messages, reward, done,
+    task, extra) so TRL's SFTTrainer and ``datasets`` read both alike; ``step`` is added.
+    """
+    for ep in queries.episode_rows(store, run_id):
+        steps = {s["step"]: s for s in queries.rows(
+            store, "select step, reward, done from steps where episode_id = ?", [ep["id"]])}
+        for call in queries.llm_call_rows(store, ep["id"]):
+            completion, _ = queries.parse_response(call["response"], bool(call["stream"]))
+            if completion is None:
+                continue  # a failed call teaches nothing
+            request = queries.decode(call["request"], "llm_calls", call["id"], "request")
+            step = steps.get(call["step"], {})
+            yield {
+                "episode_id": f"{run_id}/{ep['position']}",
+                "messages": [*(request.get("messages") or []),
+                             {"role": "assistant", "content": completion}],
+                "reward": step.get("reward"),
+                "done": bool(step.get("done")),
+                "task": ep["task"],
+                "step": call["step"],
+                "extra": {"run_id": run_id, "episode": ep["position"], "call": call["position"],
+                          "model": request.get("model") or ep["model"]},
+            }
+
+
+# -- import ---------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    """What an import did: runs written, runs skipped because their id exists, episodes."""
+
+    imported: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    episodes: int = 0
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Return every record of a jsonl export, or raise ``TraceError`` at the first bad line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read ({exc})") from None
+    records, seen = [], set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise TraceError(f"{path}:{number}: not JSON ({exc})") from None
+        problem = schema_error(record)
+        if problem:
+            raise TraceError(f"{path}:{number}: {problem}")
+        key = (record["run"]["id"], record["position"])
+        if key in seen:
+            raise TraceError(f"{path}:{number}: run {key[0]} episode {key[1]} appears twice")
+        seen.add(key)
+        records.append(record)
+    return records
+
+
+def import_jsonl(store: Store, records: list[dict[str, Any]]) -> ImportResult:
+    """Write records into the store in one transaction; runs whose id exists are skipped."""
+    result = ImportResult()
+    db = store.db
+    with store.transaction():
+        for record in records:
+            run = record["run"]
+            if run["id"] in result.skipped:
+                continue
+            if run["id"] not in result.imported:
+                if db.execute("select 1 from runs where id = ?", [run["id"]]).fetchone():
+                    result.skipped.append(run["id"])
+                    continue
+                # pid is left out: a process id means nothing on another machine.
+                _insert(store, "runs", dict(run))
+                result.imported.append(run["id"])
+            episode_id = _insert(store, "episodes", {
+                "run_id": run["id"],
+                "position": record["position"],
+                "task": record["task"],
+                "benchmark": record["benchmark"],
+                "model": record["model"],
+                "started_at": record["started_at"],
+                "ended_at": record["ended_at"],
+                "status": record["status"],
+                "success": record["outcome"]["success"],
+                "steps": record["outcome"]["steps"],
+                "score": record["outcome"]["score"],
+                "rewards": record["outcome"]["rewards"],
+                "error": record["outcome"]["error"],
+                "reset_args": record["reset"]["args"],
+                "reset_observation": record["reset"]["observation"],
+                "reset_latency_ms": record["reset"]["latency_ms"],
+            })
+            result.episodes += 1
+            for s in record["steps"]:
+                _insert(store, "steps", {"run_id": run["id"], "episode_id": episode_id, **s})
+            for c in record["llm_calls"]:
+                c = dict(c)
+                in_episode = not c.pop("run_level", False)
+                c["response"] = c.pop("response_text") if "response_text" in c else c["response"]
+                _insert(store, "llm_calls", {
+                    "run_id": run["id"], "episode_id": episode_id if in_episode else None, **c
+                })
+            for line in record["lines"]:
+                _insert(store, "lines", {
+                    "run_id": run["id"],
+                    "episode_id": None if line.get("run_level") else episode_id,
+                    "line": line["line"],
+                    "printed_at": line["printed_at"],
+                })
+    return result
+
+
+def _insert(store: Store, table: str, row: dict[str, Any]) -> int:
+    """Insert inside the caller's transaction, JSON-encoding and redacting every value."""
+    encoded = {}
+    for key, value in row.items():
+        if isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, (dict, list)) or (key in _JSON_COLUMNS and value is not None):
+            value = dumps(value)
+        encoded[key] = store.redact(value)
+    return store.db[table].insert(encoded).last_pk
+
+
+# Columns that hold JSON even when the value is a bare string or number.
+_JSON_COLUMNS = {
+    "tasks", "env_source", "env_schema", "config", "versions", "rewards", "reset_args",
+    "reset_observation", "action", "observation", "request",
+}

@@ -1,0 +1,365 @@
+"""Read-side queries over a trace database: resolve, list, show, diff and stats, as plain dicts.
+
+Nothing here writes. Every query is bounded by an index (runs.started_at, the runs primary key,
+episodes(run_id, position), steps(episode_id, step), llm_calls(episode_id, position)) except
+``stats``, which scans on purpose. JSON columns are decoded here; a value that is not valid JSON
+is a corrupt row and raises ``TraceError`` naming the table, row and column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Iterator
+
+from tracer.store import Store, TraceError, effective_status
+
+LATEST = "latest"
+MAX_CANDIDATES = 5
+# The highest code point: every id starting with a prefix sorts below prefix + this.
+_AFTER_PREFIX = "\U0010ffff"
+
+
+def open_store(path: str) -> Store:
+    """Open an existing trace database for reading; never creates or migrates it."""
+    return Store(path, create=False)
+
+
+def rows(store: Store, sql: str, params: Iterable[Any] = ()) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a read query as dicts."""
+    cursor = store.db.conn.execute(sql, tuple(params))
+    names = [d[0] for d in cursor.description]
+    for row in cursor:
+        yield dict(zip(names, row))
+
+
+def decode(value: str | None, table: str, row_id: Any, column: str) -> Any:
+    """Return a JSON column's value, or raise ``TraceError`` naming the corrupt row."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        raise TraceError(f"{table} row {row_id}: column {column} is not valid JSON") from None
+
+
+# -- ids ------------------------------------------------------------------------------
+
+
+def resolve_run(store: Store, ref: str) -> str:
+    """Return the full run id for ``ref``: an id, a unique id prefix, or ``latest``."""
+    if ref == LATEST:
+        found = [r["id"] for r in rows(store, "select id from runs order by started_at desc limit 1")]
+        if not found:
+            raise TraceError(f"no run '{ref}': the database has no runs")
+        return found[0]
+    if list(rows(store, "select id from runs where id = ?", [ref])):
+        return ref
+    found = [
+        r["id"]
+        for r in rows(
+            store,
+            "select id from runs where id >= ? and id < ? order by id limit ?",
+            [ref, ref + _AFTER_PREFIX, MAX_CANDIDATES + 1],
+        )
+    ]
+    if not found:
+        raise TraceError(f"no run '{ref}'")
+    if len(found) > 1:
+        shown = ", ".join(found[:MAX_CANDIDATES]) + (", ..." if len(found) > MAX_CANDIDATES else "")
+        raise TraceError(f"run id '{ref}' is ambiguous: it matches {shown}")
+    return found[0]
+
+
+def all_run_ids(store: Store) -> list[str]:
+    """Return every run id, oldest first."""
+    return [r["id"] for r in rows(store, "select id from runs order by started_at, id")]
+
+
+# -- list -----------------------------------------------------------------------------
+
+
+def list_runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
+    """Return the newest runs first, each with episode, step and mean score totals."""
+    sql = (
+        "select id, started_at, ended_at, status, pid, tasks, model, replay_of from runs "
+        "order by started_at desc"
+    )
+    runs = list(rows(store, sql + (" limit ?" if limit else ""), [limit] if limit else []))
+    # Totals come from episodes (one row each), never from scanning steps.
+    totals: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks([r["id"] for r in runs], 500):
+        marks = ",".join("?" * len(chunk))
+        for t in rows(
+            store,
+            "select run_id, count(*) as episodes, sum(steps) as steps, avg(score) as score, "
+            f"sum(success) as successes from episodes where run_id in ({marks}) group by run_id",
+            chunk,
+        ):
+            totals[t["run_id"]] = t
+    result = []
+    for run in runs:
+        t = totals.get(run["id"], {})
+        result.append({
+            "id": run["id"],
+            "started_at": run["started_at"],
+            "ended_at": run["ended_at"],
+            "tasks": decode(run["tasks"], "runs", run["id"], "tasks"),
+            "model": run["model"],
+            "episodes": t.get("episodes", 0),
+            "steps": t.get("steps") or 0,
+            "score": t.get("score"),
+            "successes": t.get("successes") or 0,
+            "status": effective_status(run["status"], run["pid"]),
+            "replay_of": run["replay_of"],
+        })
+    return result
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# -- show -----------------------------------------------------------------------------
+
+RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions")
+
+
+def run_row(store: Store, run_id: str) -> dict[str, Any]:
+    """Return one run with its JSON columns decoded and its effective status."""
+    run = next(rows(store, "select * from runs where id = ?", [run_id]))
+    for column in RUN_JSON_COLUMNS:
+        run[column] = decode(run[column], "runs", run_id, column)
+    run["status"] = effective_status(run["status"], run["pid"])
+    return run
+
+
+def episode_rows(
+    store: Store, run_id: str, run_status: str = "running"
+) -> list[dict[str, Any]]:
+    """Return a run's episodes in order, JSON columns decoded, success as a bool.
+
+    An episode still ``running`` in a run that is not is shown as ``interrupted``.
+    """
+    episodes = list(
+        rows(store, "select * from episodes where run_id = ? order by position", [run_id])
+    )
+    for ep in episodes:
+        if ep["status"] == "running" and run_status != "running":
+            ep["status"] = "interrupted"
+        for column in ("rewards", "reset_args", "reset_observation"):
+            ep[column] = decode(ep[column], "episodes", ep["id"], column)
+        ep["success"] = None if ep["success"] is None else bool(ep["success"])
+    return episodes
+
+
+def step_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
+    """Return an episode's steps in order, action and observation decoded, done as a bool."""
+    steps = list(
+        rows(store, "select * from steps where episode_id = ? order by step, id", [episode_id])
+    )
+    for s in steps:
+        s["action"] = decode(s["action"], "steps", s["id"], "action")
+        s["observation"] = decode(s["observation"], "steps", s["id"], "observation")
+        s["done"] = None if s["done"] is None else bool(s["done"])
+    return steps
+
+
+def llm_call_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
+    """Return an episode's LLM exchanges in order, as stored (request and response are text)."""
+    return list(
+        rows(store, "select * from llm_calls where episode_id = ? order by position, id",
+             [episode_id])
+    )
+
+
+def show_run(store: Store, run_id: str) -> dict[str, Any]:
+    """Return a run, its episodes and each step with the LLM call(s) that chose its action."""
+    run = run_row(store, run_id)
+    run["episodes"] = []
+    for ep in episode_rows(store, run_id, run["status"]):
+        calls_by_step: dict[Any, list[dict[str, Any]]] = {}
+        for call in llm_call_rows(store, ep["id"]):
+            calls_by_step.setdefault(call["step"], []).append(summarize_call(call))
+        ep["step_count"] = ep.pop("steps")  # the recorded count; "steps" becomes the rows
+        ep["steps"] = step_rows(store, ep["id"])
+        for s in ep["steps"]:
+            s["llm_calls"] = calls_by_step.pop(s["step"], [])
+        # Calls that chose no recorded step (the episode failed before env.step, say).
+        ep["other_llm_calls"] = [c for calls in calls_by_step.values() for c in calls]
+        run["episodes"].append(ep)
+    return run
+
+
+def summarize_call(call: dict[str, Any]) -> dict[str, Any]:
+    """Return an LLM call as prompt (last user message), completion, tokens and latency."""
+    request = decode(call["request"], "llm_calls", call["id"], "request")
+    completion, usage = parse_response(call["response"], bool(call["stream"]))
+    return {
+        "position": call["position"],
+        "step": call["step"],
+        "prompt": last_user_message(request),
+        "completion": completion,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "latency_ms": call["latency_ms"],
+        "status_code": call["status_code"],
+        "error": call["error"],
+    }
+
+
+def message_text(content: Any) -> str | None:
+    """Return a chat message's text, joining the text parts of multi-part content."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def last_user_message(request: Any) -> str | None:
+    """Return the text of the last user message of a chat completions request body."""
+    messages = request.get("messages") if isinstance(request, dict) else None
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
+    return None
+
+
+def parse_response(text: str | None, stream: bool) -> tuple[str | None, dict[str, Any]]:
+    """Return (completion text, usage) from a chat.completion body or a raw SSE stream."""
+    if text is None:
+        return None, {}
+    if stream:
+        return _parse_stream(text)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None, {}  # a non-JSON body (an HTML error page, say) is stored raw on purpose
+    if not isinstance(body, dict):
+        return None, {}
+    choice = (body.get("choices") or [{}])[0]
+    message = (choice.get("message") if isinstance(choice, dict) else None) or {}
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    return message_text(message.get("content")), usage
+
+
+def _parse_stream(text: str) -> tuple[str | None, dict[str, Any]]:
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            continue  # a torn chunk: show what the stream did carry
+        if not isinstance(chunk, dict):
+            continue
+        if isinstance(chunk.get("usage"), dict):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            content = (choice.get("delta") or {}).get("content")
+            if content is not None:
+                seen = True
+                parts.append(content)
+    return ("".join(parts) if seen else None), usage
+
+
+# -- diff -----------------------------------------------------------------------------
+
+DIFF_FIELDS = ("action_text", "reward", "done", "error", "observation")
+
+
+def diff_runs(store: Store, a: str, b: str) -> dict[str, Any]:
+    """Compare two runs step by step (matched by episode position and step number)."""
+    side_a, side_b = _diff_side(store, a), _diff_side(store, b)
+    keys = sorted(set(side_a) | set(side_b), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    table = []
+    for key in keys:
+        left, right = side_a.get(key), side_b.get(key)
+        if left is None or right is None:
+            differs = ["missing"]
+        else:
+            differs = [f for f in DIFF_FIELDS if left[f] != right[f]]
+        table.append({"position": key[0], "step": key[1], "a": left, "b": right,
+                      "differs": differs})
+    first = next((row for row in table if row["differs"]), None)
+    return {"a": a, "b": b, "same": first is None, "first_difference": first, "steps": table}
+
+
+def _diff_side(store: Store, run_id: str) -> dict[tuple[int, int | None], dict[str, Any]]:
+    side: dict[tuple[int, int | None], dict[str, Any]] = {}
+    for ep in rows(store, "select id, position from episodes where run_id = ?", [run_id]):
+        found = False
+        for s in rows(
+            store,
+            "select id, step, action_text, reward, done, error, observation from steps "
+            "where episode_id = ? order by step, id",
+            [ep["id"]],
+        ):
+            found = True
+            s["observation"] = decode(s["observation"], "steps", s.pop("id"), "observation")
+            s["done"] = None if s["done"] is None else bool(s["done"])
+            side[(ep["position"], s.pop("step"))] = s
+        if not found:  # an episode with no steps still has to exist on both sides
+            side[(ep["position"], None)] = dict.fromkeys(DIFF_FIELDS)
+    return side
+
+
+# -- stats ----------------------------------------------------------------------------
+
+
+def stats(store: Store) -> dict[str, Any]:
+    """Return counts, token totals, latency percentiles and per-task outcomes."""
+    count = {t: _scalar(store, f"select count(*) from {t}") for t in
+             ("runs", "episodes", "steps", "llm_calls")}
+    prompt, completion = next(
+        store.db.conn.execute(
+            "select sum(json_extract(response, '$.usage.prompt_tokens')), "
+            "sum(json_extract(response, '$.usage.completion_tokens')) from llm_calls "
+            "where not coalesce(stream, 0) and json_valid(response)"
+        )
+    )
+    prompt, completion = prompt or 0, completion or 0
+    for (text,) in store.db.conn.execute("select response from llm_calls where stream"):
+        usage = _parse_stream(text or "")[1]
+        prompt += usage.get("prompt_tokens") or 0
+        completion += usage.get("completion_tokens") or 0
+    tasks = list(
+        rows(
+            store,
+            "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
+            "avg(e.success) as success_rate, sum(e.steps) as steps, "
+            "(select avg(s.reward) from steps s join episodes e2 on e2.id = s.episode_id "
+            " where e2.task is e.task) as mean_reward "
+            "from episodes e group by e.task order by e.task",
+        )
+    )
+    return {
+        **count,
+        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
+        "latency_ms": {
+            "llm_call": _percentiles(store, "select latency_ms from llm_calls"),
+            "env_step": _percentiles(store, "select latency_ms from steps"),
+        },
+        "tasks": tasks,
+    }
+
+
+def _scalar(store: Store, sql: str) -> Any:
+    return next(store.db.conn.execute(sql))[0]
+
+
+def _percentiles(store: Store, sql: str) -> dict[str, Any]:
+    values = sorted(v for (v,) in store.db.conn.execute(sql + " where latency_ms is not null"))
+    result: dict[str, Any] = {"count": len(values)}
+    for p in (50, 90, 99):
+        # Nearest rank: the smallest value with at least p% of values at or below it.
+        result[f"p{p}"] = values[max(math.ceil(p / 100 * len(values)) - 1, 0)] if values else None
+    return result
