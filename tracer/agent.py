@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from validator.grammar import EndLine, StartLine, StepLine
 
@@ -31,6 +32,45 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+class SignalGate:
+    """Turns the first SIGTERM/SIGINT into ``Interrupted``, but never inside ``hold()``.
+
+    Recording a line and printing it happen under ``hold()``, so an interrupt cannot land
+    between them: whatever reached stdout is also in the database.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.depth = 0
+        self.fired = False
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.fired:  # later signals must not cut the [END] line short
+            return
+        self.fired = True
+        if self.depth:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                raise Interrupted(signum)
+
+
+SIGNALS = SignalGate()
 
 
 class ActionError(Exception):
@@ -188,10 +228,11 @@ def run_episode(
     outcome = Outcome()
 
     def say(line: StartLine | StepLine | EndLine) -> None:
-        text = line.format()
+        text = recorder.redact(line.format())
         outcome.lines.append(text)
-        emit(text)
-        recorder.record_line(text)
+        with SIGNALS.hold():
+            recorder.record_line(text)
+            emit(text)
 
     recorder.start_episode(position, task=settings.task, benchmark=settings.benchmark,
                            model=settings.model, reset_args=settings.reset_args)
@@ -222,11 +263,12 @@ def run_episode(
             record = StepRecord(step, action, action_text, result.observation, reward,
                                 bool(result.done), last_action_error(result.observation))
             outcome.steps.append(record)
-            recorder.record_step(step=step, action=action, action_text=action_text,
-                                 observation=result.observation, reward=reward, done=int(record.done),
-                                 error=record.error, latency_ms=latency_ms)
-            say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
-                         error=record.error))
+            with SIGNALS.hold():
+                recorder.record_step(step=step, action=action, action_text=action_text,
+                                     observation=result.observation, reward=reward,
+                                     done=int(record.done), error=record.error, latency_ms=latency_ms)
+                say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
+                             error=record.error))
             observation, last_reward = result.observation, reward
             history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
         outcome.status = "completed"
@@ -234,7 +276,7 @@ def run_episode(
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
     except Exception as exc:
-        outcome.status, outcome.error = "failed", _describe(exc)
+        outcome.status, outcome.error = "failed", recorder.redact(_describe(exc))
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     finally:
         if env is not None:

@@ -6,9 +6,9 @@ import platform
 import sqlite3
 import sys
 from importlib import metadata
-from typing import Any
+from typing import Any, Iterable
 
-from tracer.store import Store, TraceError
+from tracer.store import Store, TraceError, redact
 from tracer.transport import Exchange, request_hash
 
 
@@ -30,8 +30,9 @@ class Recorder:
     because the protocol log on stdout is what graders read.
     """
 
-    def __init__(self, store: Store | None):
+    def __init__(self, store: Store | None, secrets: Iterable[str] = ()):
         self.store = store
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self.run_id: str | None = None
         self.episode_id: int | None = None
         self.step: int = 0
@@ -40,6 +41,10 @@ class Recorder:
     @property
     def enabled(self) -> bool:
         return self.store is not None
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with secrets replaced: also stdout never shows a key."""
+        return redact(text, self.secrets)
 
     def _write(self, operation: str, /, *args: Any, **kwargs: Any) -> Any:
         if self.store is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import sys
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -10,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from tracer.agent import Interrupted, Settings, run_episode
+from tracer.agent import SIGNALS, Interrupted, Settings, run_episode
 from tracer.config import Config, ConfigError
 from tracer.recorder import Recorder
 from tracer.store import Store, TraceError, secrets_from_environ
@@ -110,14 +111,8 @@ def llm_client(config: Config, recorder: Recorder, transport: httpx.BaseTranspor
 @contextmanager
 def signals_end_episodes() -> Iterator[None]:
     """Turn the first SIGTERM/SIGINT into ``Interrupted``; later ones wait for the [END]."""
-    fired: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    SIGNALS.reset()
+    previous = {sig: signal.signal(sig, SIGNALS.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
@@ -137,12 +132,13 @@ def settings_for(config: Config, task: str) -> Settings:
 
 def run(config: Config) -> int:
     """Run every task of ``config`` as an episode; return the process exit code."""
+    secrets = [config.api_key or "", *secrets_from_environ()]
     try:
-        store = Store(config.trace_db, secrets=[config.api_key or "", *secrets_from_environ()]) if config.trace else None
-    except (TraceError, OSError) as exc:
-        note(f"configuration error: TRACE_DB: {exc}")
+        store = Store(config.trace_db, secrets=secrets) if config.trace else None
+    except (TraceError, OSError, sqlite3.Error) as exc:
+        note(f"configuration error: TRACE_DB={config.trace_db}: {exc}")
         return 2
-    recorder = Recorder(store)
+    recorder = Recorder(store, secrets)
     status, exit_code = "completed", 0
     with ExitStack() as stack, signals_end_episodes():
         try:

@@ -52,6 +52,17 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """Return ``value`` (text, or JSON-able data as JSON text) with each secret replaced."""
+    if isinstance(value, (dict, list)):
+        value = dumps(value)
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret and secret in value:
+                value = value.replace(secret, REDACTED)
+    return value
+
+
 class Store:
     """A trace database file, migrated to the current schema."""
 
@@ -119,14 +130,7 @@ class Store:
 
     def redact(self, value: Any) -> Any:
         """Return ``value`` with every known secret replaced by ``[REDACTED]``."""
-        if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, (dict, list)):
-            return self.redact(dumps(value))
-        return value
+        return redact(value, self.secrets)
 
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         row = {k: self.redact(v) for k, v in row.items()}

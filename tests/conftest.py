@@ -1,0 +1,60 @@
+"""Shared fixtures: local servers on 127.0.0.1 and a way to run inference.py for real."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "hf_TESTSECRET_do_not_store_0123456789"
+
+
+def free_port() -> int:
+    """Return a 127.0.0.1 port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def inference_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """Return a clean environment for inference.py: no key, a DB in tmp_path, no .env."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "API_KEY", "API_BASE_URL", "MODEL_NAME", "ENV_BASE_URL",
+                        "TASKS", "MAX_STEPS", "TRACE", "TRACE_DB", "LOCAL_IMAGE_NAME", "IMAGE_NAME")}
+    env["TRACE_DB"] = str(tmp_path / "traces.db")
+    env.update(overrides)
+    return env
+
+
+def start_inference(tmp_path: Path, **overrides: str) -> subprocess.Popen:
+    """Start ``python inference.py`` from tmp_path (so no stray .env is read)."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "inference.py")], cwd=tmp_path,
+        env=inference_env(tmp_path, **overrides),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """A local OpenAI-compatible server (the deterministic stand-in) for the session."""
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    with BackgroundServer(create_standin_app(), "test llm") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def echo_env_server():
+    """The bundled echo env, served on 127.0.0.1 for the session."""
+    from tracer.echo_env import create_echo_app
+    from tracer.servers import BackgroundServer
+
+    with BackgroundServer(create_echo_app(), "test env") as server:
+        yield server

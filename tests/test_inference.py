@@ -1,0 +1,93 @@
+"""inference.py end to end: a valid log on stdout and everything recorded in SQLite."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import sqlite_utils
+
+from tests.conftest import SECRET, free_port, start_inference
+from validator.grammar import EndLine, StepLine, parse
+
+
+def protocol_ok(stdout: str) -> list:
+    """Parse every stdout line as a protocol line and check the episode shape."""
+    assert stdout.endswith("\n")
+    lines = [parse(line) for line in stdout.splitlines()]
+    assert lines[0].kind == "START" and lines[-1].kind == "END"
+    steps = [line for line in lines if isinstance(line, StepLine)]
+    assert [s.step for s in steps] == list(range(1, len(steps) + 1))
+    assert lines[-1].steps == len(steps)
+    return lines
+
+
+def test_offline_default_run_prints_a_valid_log_and_records_it(tmp_path):
+    proc = start_inference(tmp_path, MAX_STEPS="3")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    lines = protocol_ok(stdout)
+    assert "stand-in" in stderr
+    assert lines[0].model == "openenv-tracer-stand-in"
+
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run,) = db["runs"].rows
+    assert run["status"] == "completed" and run["exit_code"] == 0
+    assert json.loads(run["env_source"]) == {"kind": "embedded", "name": "echo"}
+    assert "action" in json.loads(run["env_schema"])
+    assert [r["line"] for r in db.query("select line from lines order by id")] == stdout.splitlines()
+    steps = list(db.query("select * from steps order by step"))
+    calls = list(db.query("select * from llm_calls order by position"))
+    printed = [line for line in lines if isinstance(line, StepLine)]
+    assert len(steps) == len(calls) == len(printed) == 3
+    for step, call, line in zip(steps, calls, printed):
+        completion = json.loads(call["response"])["choices"][0]["message"]["content"]
+        assert json.loads(step["action"]) == {"message": completion} and line.action == completion
+        assert round(step["reward"], 2) == line.reward == round(len(completion) * 0.1, 2)
+        prompt = json.loads(call["request"])["messages"][-1]["content"]
+        assert prompt.startswith(f"Step: {step['step']}")
+    (episode,) = db["episodes"].rows
+    end = lines[-1]
+    assert isinstance(end, EndLine) and episode["steps"] == end.steps and bool(episode["success"]) == end.success
+
+
+def test_sigterm_mid_episode_still_ends_with_end_and_keeps_the_steps(tmp_path):
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
+        proc = start_inference(tmp_path, HF_TOKEN=SECRET, API_BASE_URL=slow_llm.url + "/v1",
+                               MAX_STEPS="50")
+        first = [proc.stdout.readline() for _ in range(3)]  # [START] and two [STEP]s
+        proc.send_signal(signal.SIGTERM)
+        rest, stderr = proc.communicate(timeout=30)
+    stdout = "".join(first) + rest
+    assert proc.returncode == 1, stderr
+    lines = protocol_ok(stdout)
+    assert lines[-1].success is False and 2 <= lines[-1].steps < 50
+    assert "interrupted" in stderr
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run,) = db["runs"].rows
+    assert run["status"] == "interrupted"
+    assert db["steps"].count == lines[-1].steps
+    assert [r["line"] for r in db.query("select line from lines order by id")] == stdout.splitlines()
+
+
+def test_kill_9_loses_nothing_already_printed_and_shows_interrupted(tmp_path):
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+    from tracer.store import effective_status
+
+    with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
+        proc = start_inference(tmp_path, HF_TOKEN=SECRET, API_BASE_URL=slow_llm.url + "/v1",
+                               MAX_STEPS="50")
+        printed = [proc.stdout.readline() for _ in range(3)]
+        proc.kill()
+        proc.wait(timeout=10)
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run,) = db["runs"].rows
+    assert effective_status(run["status"], run["pid"]) == "interrupted"
+    recorded = [r["line"] + "\n" for r in db.query("select line from lines order by id")]
+    assert recorded[:3] == printed
+    assert db["steps"].count >= 2

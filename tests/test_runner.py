@@ -1,0 +1,117 @@
+"""Runs of the reference agent in-process: endpoints, failures, secrets, configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from tests.conftest import SECRET, free_port
+from tracer.config import Config
+from tracer.runner import main, run
+from validator.grammar import parse
+
+
+def config(tmp_path: Path, **kwargs) -> Config:
+    return Config(trace_db=str(tmp_path / "traces.db"), **kwargs)
+
+
+def log_of(capsys) -> tuple[list, str]:
+    out, err = capsys.readouterr()
+    return [parse(line) for line in out.splitlines()], err
+
+
+def test_with_a_key_it_calls_the_endpoint_and_stores_no_secret(tmp_path, capsys, llm_server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    before = len(llm_server.app.state.requests)
+    code = run(config(tmp_path, api_key=SECRET, api_base_url=llm_server.url + "/v1",
+                      model="my-org/my-model", max_steps=2))
+    lines, err = log_of(capsys)
+    assert code == 0 and lines[0].model == "my-org/my-model"
+    seen = llm_server.app.state.requests[before:]
+    assert len(seen) == 2 and seen[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert SECRET not in err
+    assert SECRET.encode() not in (tmp_path / "traces.db").read_bytes()
+
+
+def test_a_secret_inside_bodies_and_actions_is_redacted_everywhere(tmp_path, capsys, monkeypatch):
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    monkeypatch.setenv("API_KEY", SECRET)
+    with BackgroundServer(create_standin_app(reply=f"my key is {SECRET}")) as leaky_llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=leaky_llm.url + "/v1", max_steps=2))
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert SECRET not in out and SECRET not in err
+    assert "action=my key is [REDACTED]" in out
+    for path in tmp_path.iterdir():  # the database and its WAL
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
+    code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
+    lines, err = log_of(capsys)
+    assert code == 1
+    assert [line.kind for line in lines] == ["START", "END"]
+    assert lines[-1].success is False and lines[-1].steps == 0
+    assert "APIConnectionError" in err
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    assert db["llm_calls"].count == 3  # the first try and the client's two retries
+    assert all(row["error"] for row in db["llm_calls"].rows)
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "failed" and "APIConnectionError" in episode["error"]
+
+
+def test_unreachable_env_still_gives_a_valid_log_for_every_task(tmp_path, capsys):
+    code = run(config(tmp_path, env_base_url=f"http://127.0.0.1:{free_port()}", tasks=("a", "b")))
+    lines, err = log_of(capsys)
+    assert code == 1
+    assert [(line.kind, getattr(line, "task", None)) for line in lines] == [
+        ("START", "a"), ("END", None), ("START", "b"), ("END", None)]
+    assert "Failed to connect" in err
+
+
+def test_env_url_runs_against_an_already_running_env(tmp_path, capsys, echo_env_server):
+    code = run(config(tmp_path, env_base_url=echo_env_server.url, max_steps=2))
+    lines, _ = log_of(capsys)
+    assert code == 0 and lines[-1].steps == 2
+    (run_row,) = sqlite_utils.Database(tmp_path / "traces.db")["runs"].rows
+    assert json.loads(run_row["env_source"]) == {"kind": "url", "url": echo_env_server.url}
+
+
+def test_streamed_completions_are_recorded_as_sent(tmp_path, capsys, llm_server):
+    code = run(config(tmp_path, api_key=SECRET, api_base_url=llm_server.url + "/v1",
+                      max_steps=1, stream=True))
+    lines, _ = log_of(capsys)
+    assert code == 0
+    (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    assert call["stream"] == 1 and call["response"].rstrip().endswith("data: [DONE]")
+    assert lines[1].action.split()[0] in call["response"]
+
+
+def test_trace_off_records_nothing(tmp_path, capsys):
+    code = run(config(tmp_path, trace=False, max_steps=1))
+    lines, _ = log_of(capsys)
+    assert code == 0 and len(lines) == 3
+    assert not (tmp_path / "traces.db").exists()
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("MAX_STEPS", "many", "MAX_STEPS: expected an integer"),
+    ("MAX_STEPS", "0", "MAX_STEPS: must be at least 1"),
+    ("TASKS", "a task", "TASKS: 'a task' contains whitespace"),
+    ("TRACE", "maybe", "TRACE: expected on or off"),
+])
+def test_configuration_errors_exit_2_naming_the_variable(variable, value, message, capsys):
+    assert main({variable: value}) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and "Traceback" not in err
+
+
+def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):
+    assert main({"TRACE_DB": str(tmp_path)}) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "TRACE_DB" in err

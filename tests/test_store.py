@@ -1,0 +1,66 @@
+"""The trace database: migrations, refusing foreign files, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from tracer.store import Store, TraceError
+
+
+def test_a_new_database_is_migrated_and_uses_wal(tmp_path):
+    store = Store(tmp_path / "t.db")
+    assert store._applied() == ["m001_initial"]
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert {"runs", "episodes", "steps", "llm_calls", "lines"} <= set(store.db.table_names())
+
+
+def test_reading_a_missing_file_does_not_create_it(tmp_path):
+    with pytest.raises(TraceError, match="no such trace database"):
+        Store(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("hello")
+    with pytest.raises(TraceError, match="not a trace database"):
+        Store(path, create=False)
+
+
+def test_a_database_from_a_newer_schema_is_refused(tmp_path):
+    Store(tmp_path / "t.db").db["_tracer_migrations"].insert({"name": "m999_future", "applied_at": ""})
+    with pytest.raises(TraceError, match="newer openenv-tracer"):
+        Store(tmp_path / "t.db")
+
+
+def test_an_sqlite_file_without_our_schema_is_not_a_trace_database(tmp_path):
+    sqlite3.connect(tmp_path / "other.db").execute("create table x (y)")
+    with pytest.raises(TraceError, match="not a trace database"):
+        Store(tmp_path / "other.db", create=False)
+
+
+def _write_run(path: str, steps: int) -> None:
+    store = Store(path)
+    run_id = store.start_run(model="m")
+    episode = store.start_episode(run_id, 1, task="t")
+    for step in range(1, steps + 1):
+        store.record_step(run_id, episode, step=step, reward=0.1, done=0)
+        store.record_line(run_id, episode, f"[STEP] step={step}")
+    store.finish_run(run_id, "completed", 0)
+
+
+def test_several_processes_record_into_one_file_and_lose_nothing(tmp_path):
+    path = str(tmp_path / "shared.db")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_write_run, args=(path, 150)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    store = Store(path)
+    assert store.db["runs"].count == 4 and store.db["steps"].count == 600 and store.db["lines"].count == 600
+    assert {r["status"] for r in store.db["runs"].rows} == {"completed"}
