@@ -1,0 +1,92 @@
+"""Bad input never gives a traceback or touches the database: one ``Error:`` line and exit 2."""
+
+import sqlite3
+
+import pytest
+
+from test_cli_fixtures import corrupt, db, run_cli, snapshot  # noqa: F401
+from tracer.migrations import MIGRATIONS_TABLE
+
+READ_COMMANDS = [
+    ["list"], ["list", "--json"], ["show", "latest"], ["show", "latest", "--json"],
+    ["export", "--all"], ["export", "latest", "--format", "log"],
+    ["export", "latest", "--format", "messages"], ["diff", "latest"], ["stats"],
+]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_a_missing_database_is_reported_and_not_created(tmp_path, args):
+    missing = tmp_path / "nope.db"
+    assert_one_line_error(run_cli(missing, *args), f"{missing}: no such trace database")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_a_file_that_is_not_a_database_is_left_alone(tmp_path, args):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some text, not SQLite\n")
+    before = snapshot(notes)
+    assert_one_line_error(run_cli(notes, *args), "not a trace database")
+    assert snapshot(notes) == before
+
+
+def test_an_sqlite_file_without_the_tracer_schema_is_not_migrated(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table things (id integer)")
+    conn.close()
+    before = snapshot(other)
+    assert_one_line_error(run_cli(other, "list"), "no tracer schema")
+    assert snapshot(other) == before
+
+
+def test_a_database_from_a_newer_tracer_is_refused(db):
+    corrupt(db, f"insert into [{MIGRATIONS_TABLE}] (name, applied_at) values ('m999_future', '')")
+    before = snapshot(db)
+    for args in READ_COMMANDS:
+        assert_one_line_error(run_cli(db, *args), "newer openenv-tracer", "m999_future")
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("sql, args, where", [
+    ("update runs set tasks = '[\"echo\",'", ["list"], "runs row"),
+    ("update steps set observation = '{oops' where step = 2", ["show", "latest"],
+     "steps row"),
+    ("update episodes set rewards = 'nan nan'", ["export", "--all"], "episodes row"),
+    ("update llm_calls set request = '{\"model\":'", ["export", "latest", "--format", "messages"],
+     "llm_calls row"),
+    ("update steps set observation = '{oops'", ["diff", "latest"], "steps row"),
+])
+def test_a_corrupt_row_names_table_row_and_column(db, sql, args, where):
+    corrupt(db, sql)
+    before = snapshot(db)
+    result = run_cli(db, *args)
+    assert_one_line_error(result, f"Error: {db}: {where}", "is not valid JSON")
+    assert snapshot(db) == before
+
+
+def test_an_export_that_fails_its_schema_is_refused_and_writes_no_file(db, tmp_path):
+    corrupt(db, "update episodes set rewards = '{\"a\": 1}' where position = 2")
+    before = snapshot(db)
+    out = tmp_path / "out.jsonl"
+    result = run_cli(db, "export", "latest", "-o", str(out))
+    assert_one_line_error(result, "episode 2: export fails its schema",
+                          "$.outcome.rewards: {'a': 1} is not of type 'array', 'null'")
+    assert not out.exists() and not (tmp_path / "out.jsonl.partial").exists()
+    assert snapshot(db) == before
+
+
+def test_reading_commands_never_change_the_database(db):
+    before = snapshot(db)
+    for args in READ_COMMANDS + [["show", "nosuchrun"], ["diff", "latest", "nosuchrun"]]:
+        run_cli(db, *args)
+    assert snapshot(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["traces.db"]

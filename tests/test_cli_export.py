@@ -1,0 +1,175 @@
+"""tracer export, import and schema: getting traces out (and back in) without losing a byte."""
+
+import json
+import sqlite3
+
+import jsonschema
+import pytest
+
+from click.testing import CliRunner
+
+from test_cli_fixtures import TOKEN, db, record_run, run_cli, snapshot  # noqa: F401
+from tracer.cli import cli
+from tracer.export import SCHEMA_PATH
+from tracer.store import Store
+
+
+def jsonl(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_jsonl_is_one_schema_valid_object_per_episode(db):
+    result = run_cli(db, "export", "--all")
+    assert result.exit_code == 0
+    records = jsonl(result.stdout)
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for record in records:
+        jsonschema.validate(record, schema)
+    assert [(r["run"]["replay_of"] is None, r["position"], r["task"]) for r in records] == [
+        (True, 1, "echo"), (True, 2, "shout"), (False, 1, "echo"), (False, 2, "shout")]
+    first = records[0]
+    assert first["steps"][0] == {
+        "step": 1, "action": {"message": "hello"}, "action_text": "hello",
+        "observation": {"echoed_message": "hello"}, "reward": 0.5, "done": False, "error": None,
+        "latency_ms": 3.0, "started_at": first["steps"][0]["started_at"]}
+    assert first["llm_calls"][0]["request"]["messages"][-1]["content"] == "Step 1: say a word"
+    assert first["llm_calls"][0]["response"]["choices"][0]["message"]["content"] == "hello"
+    assert [line["line"].split()[0] for line in first["lines"]] == \
+        ["[START]", "[STEP]", "[STEP]", "[END]"]
+    assert first["outcome"] == {"success": True, "steps": 2, "score": 0.5,
+                                "rewards": [0.5, 0.5], "error": None}
+
+
+def test_tracer_schema_prints_the_shipped_schema():
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == json.loads(SCHEMA_PATH.read_text())
+
+
+def test_log_is_the_stdout_lines_exactly_as_recorded(db):
+    run_id = json.loads(run_cli(db, "list", "--json").stdout)[-1]["id"]
+    result = run_cli(db, "export", run_id[:14], "--format", "log")
+    with sqlite3.connect(db) as conn:
+        recorded = [line for (line,) in conn.execute(
+            "select line from lines where run_id = ? order by id", [run_id])]
+    conn.close()
+    assert result.stdout == "".join(line + "\n" for line in recorded)
+    assert result.stdout.startswith("[START] task=echo env=echo_env model=stand-in\n")
+
+
+def test_messages_are_sft_rows_shaped_like_openenv_collect(db):
+    rows = jsonl(run_cli(db, "export", "latest", "--format", "messages").stdout)
+    assert len(rows) == 4  # one per LLM call
+    assert rows[1] == {
+        "episode_id": rows[1]["extra"]["run_id"] + "/1",
+        "messages": [{"role": "system", "content": "Echo one word."},
+                     {"role": "user", "content": "Step 2: say a word"},
+                     {"role": "assistant", "content": "there"}],
+        "reward": 0.5, "done": True, "task": "echo", "step": 2,
+        "extra": {"run_id": rows[1]["extra"]["run_id"], "episode": 1, "call": 2,
+                  "model": "stand-in"},
+    }
+
+
+def test_export_to_a_file(db, tmp_path):
+    out = tmp_path / "out.jsonl"
+    result = run_cli(db, "export", "latest", "-o", str(out))
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert len(jsonl(out.read_text())) == 2
+
+
+def test_export_needs_a_run_or_all(db):
+    assert run_cli(db, "export").exit_code == 2
+    assert run_cli(db, "export", "latest", "--all").exit_code == 2
+
+
+def test_import_reads_an_export_back_with_run_ids_and_bytes_intact(db, tmp_path):
+    exported = run_cli(db, "export", "--all").stdout
+    (tmp_path / "all.jsonl").write_text(exported)
+    copy = tmp_path / "copy.db"
+    result = run_cli(copy, "import", str(tmp_path / "all.jsonl"))
+    assert result.exit_code == 0
+    assert result.stdout == f"imported 2 run(s), 4 episode(s) into {copy}\n"
+    assert run_cli(copy, "export", "--all").stdout == exported
+    for fmt in ("log", "messages"):
+        assert run_cli(copy, "export", "--all", "--format", fmt).stdout == \
+            run_cli(db, "export", "--all", "--format", fmt).stdout
+
+
+def test_streams_and_non_json_bodies_survive_a_round_trip(tmp_path):
+    store = Store(tmp_path / "a.db")
+    run_id = record_run(store, stream=True)
+    store.db.execute("update llm_calls set response = '<html>502</html>', status_code = 502 "
+                     "where step = 2")
+    store.db.conn.commit()
+    exported = run_cli(tmp_path / "a.db", "export", run_id).stdout
+    calls = jsonl(exported)[0]["llm_calls"]
+    assert calls[0]["response_text"].endswith("data: [DONE]\n\n")
+    assert calls[1]["response_text"] == "<html>502</html>"
+    (tmp_path / "a.jsonl").write_text(exported)
+    assert run_cli(tmp_path / "b.db", "import", str(tmp_path / "a.jsonl")).exit_code == 0
+    assert run_cli(tmp_path / "b.db", "export", run_id).stdout == exported
+
+
+def test_reimporting_a_run_skips_it_with_a_message(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    before = snapshot(db)
+    result = run_cli(db, "import", str(tmp_path / "all.jsonl"))
+    assert result.exit_code == 0
+    assert result.stderr.count("skipped run ") == 2
+    assert result.stdout == f"imported 0 run(s), 0 episode(s) into {db}\n"
+    assert json.loads(run_cli(db, "stats", "--json").stdout)["episodes"] == 4
+    assert snapshot(db)[0] == before[0]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: r.pop("steps"), "$: 'steps' is a required property"),
+    (lambda r: r["outcome"].update(rewards="0.5"), "$.outcome.rewards: '0.5' is not of type"),
+    (lambda r: r.update(format="something/9"), "$.format: 'openenv-tracer.episode/1' was expected"),
+])
+def test_an_import_that_fails_the_schema_names_file_and_line_and_writes_nothing(
+    db, tmp_path, damage, message
+):
+    records = jsonl(run_cli(db, "export", "--all").stdout)
+    damage(records[2])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = tmp_path / "target.db"
+    Store(target).close()
+    before = snapshot(target)
+    result = run_cli(target, "import", str(bad))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {bad}:3: {message}")
+    assert result.stderr.count("\n") == 1
+    assert snapshot(target) == before
+
+
+def test_an_import_of_a_file_that_is_not_jsonl_creates_no_database(tmp_path):
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text("{}\nnot json\n")
+    result = run_cli(tmp_path / "new.db", "import", str(bad))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {bad}:1: $: 'format' is a required property")
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_an_import_of_a_missing_file_is_one_line(tmp_path):
+    result = run_cli(tmp_path / "new.db", "import", str(tmp_path / "nope.jsonl"))
+    assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'nope.jsonl'}: no such file\n")
+
+
+def test_no_export_or_show_output_contains_a_secret(tmp_path):
+    db = tmp_path / "t.db"
+    store = Store(db, secrets=[TOKEN])
+    record_run(store, api_key=TOKEN, stream=True)
+    record_run(store, api_key=TOKEN)
+    store.close()
+    assert TOKEN.encode() not in db.read_bytes()
+    outputs = [run_cli(db, "show", "latest", *flags).stdout
+               for flags in ([], ["--json"], ["--full"])]
+    outputs += [run_cli(db, "export", "--all", "--format", fmt).stdout
+                for fmt in ("jsonl", "log", "messages")]
+    assert all(outputs)
+    assert "[REDACTED]" in outputs[3]
+    for text in outputs:
+        assert TOKEN not in text
