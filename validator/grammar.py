@@ -18,7 +18,7 @@ import math
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Characters that would split a line (``str.splitlines``) or are NUL, and their escapes.
 ESCAPES: dict[str, str] = {
@@ -36,23 +36,101 @@ ESCAPES: dict[str, str] = {
 }
 _ESCAPE_TABLE = str.maketrans(ESCAPES)
 
+# Field rules, written in the regex subset that Python's ``re`` and ECMA-262 (JSON Schema
+# ``pattern``) read the same way: no ``\s``, ``\d``, ``.`` or named groups, so
+# ``schemas/line.schema.json`` can be generated from these strings (see ``validator.schema``).
+
+#: Every character ``str.isspace()`` accepts (Python's ``\s``), spelled out.
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: The characters on which ``str.splitlines`` breaks a line, as a character-class body.
+LINE_BREAK_CLASS = r"\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029"
+#: The same characters, plus NUL: none of them may appear inside a printed line.
+FORBIDDEN_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00"
+
 DECIMAL2 = r"-?(?:0|[1-9][0-9]*)\.[0-9]{2}"
 INTEGER = r"(?:0|[1-9][0-9]*)"
 BOOL = r"(?:true|false)"
-NAME = r"[^\s\x00]+"
-SCORE = r"-?[0-9]+(?:\.[0-9]+)?"
+NAME = rf"[^{WHITESPACE}\x00]+"
+TEXT_CHAR = rf"[^{LINE_BREAK_CLASS}\x00]"
+TEXT = rf"{TEXT_CHAR}*"
+#: ``error=``: ``null`` or a message; non-empty, and the line may not end in whitespace.
+MESSAGE = rf"{TEXT}[^{WHITESPACE}\x00]"
+#: ``score=``: a decimal in [0, 1], any number of decimals, no sign, no exponent.
+SCORE = r"(?:0(?:\.[0-9]+)?|1(?:\.0+)?)"
+REWARDS = rf"(?:{DECIMAL2}(?:,{DECIMAL2})*)?"
 
+#: The fields of each line kind, in order, with the pattern each value must match.
+#: ``END_NOSCORE`` is the older published ``[END]`` line without ``score=``.
+FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "START": (("task", NAME), ("env", NAME), ("model", NAME)),
+    "STEP": (
+        ("step", INTEGER), ("action", TEXT), ("reward", DECIMAL2), ("done", BOOL),
+        ("error", MESSAGE),
+    ),
+    "END": (("success", BOOL), ("steps", INTEGER), ("score", SCORE), ("rewards", REWARDS)),
+    "END_NOSCORE": (("success", BOOL), ("steps", INTEGER), ("rewards", REWARDS)),
+}
+TAGS = {"START": "[START]", "STEP": "[STEP]", "END": "[END]", "END_NOSCORE": "[END]"}
+
+_SEPARATOR = rf" reward=({DECIMAL2}) done=({BOOL}) error="
 #: The separator after ``action=``: ``[STEP]`` lines are parsed from the right of it.
-STEP_SEPARATOR = re.compile(rf" reward=({DECIMAL2}) done=({BOOL}) error=")
+STEP_SEPARATOR = re.compile(_SEPARATOR)
 
-START_RE = re.compile(rf"\[START\] task=({NAME}) env=({NAME}) model=({NAME})")
-STEP_RE = re.compile(
-    rf"\[STEP\] step=({INTEGER}) action=(.*) reward=({DECIMAL2}) done=({BOOL}) error=(.*)"
+
+def _plain(pattern: str) -> str:
+    """Return ``pattern`` with its capturing groups made non-capturing."""
+    return re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern)
+
+
+def _no_separator(char: str) -> str:
+    # One character that does not start a separator: free text may not contain one,
+    # or the line could be read two ways.
+    return rf"(?:(?!{_plain(_SEPARATOR)}){char})"
+
+
+def _end_pattern(kind: str) -> str:
+    # steps=0 only when rewards= is empty: a lookahead keeps it one pattern.
+    after_steps = " score=" + SCORE + " rewards=" if kind == "END" else " rewards="
+    parts = [r"\[END\] success=(" + BOOL + ")", " steps=(0(?=" + after_steps + "$)|[1-9][0-9]*)"]
+    if kind == "END":
+        parts.append(" score=(" + SCORE + ")")
+    parts.append(" rewards=(" + REWARDS + ")")
+    return "".join(parts)
+
+
+#: The full-line patterns (without anchors): the single definition of a valid line.
+#: A ``[STEP]`` line holds exactly one separator, so it has exactly one reading.
+PATTERNS: dict[str, str] = {
+    "START": rf"\[START\] task=({NAME}) env=({NAME}) model=({NAME})",
+    "STEP": (
+        rf"\[STEP\] step=({INTEGER}) action=({_no_separator(TEXT_CHAR)}*){_SEPARATOR}"
+        rf"({_no_separator(TEXT_CHAR)}*[^{WHITESPACE}\x00])"
+    ),
+    "END": _end_pattern("END"),
+    "END_NOSCORE": _end_pattern("END_NOSCORE"),
+}
+
+START_RE = re.compile(PATTERNS["START"])
+STEP_RE = re.compile(PATTERNS["STEP"])
+END_RE = re.compile(PATTERNS["END"])
+END_NOSCORE_RE = re.compile(PATTERNS["END_NOSCORE"])
+
+#: The same ``[STEP]`` line, read greedily from the right: it matches every valid line and
+#: also ambiguous ones (more than one separator), which ``STEP_SEPARATOR`` counts tell apart.
+#: Free text is ``[^\n]`` here: callers use it only on text already free of
+#: ``FORBIDDEN_CHARS`` (it is the streaming checker's fast path).
+STEP_GREEDY_RE = re.compile(
+    rf"\[STEP\] step=({INTEGER}) action=([^\n]*){_SEPARATOR}([^\n]*[^{WHITESPACE}\x00])"
 )
-END_RE = re.compile(
-    rf"\[END\] success=({BOOL}) steps=({INTEGER}) score=({SCORE}) "
-    rf"rewards=((?:{DECIMAL2}(?:,{DECIMAL2})*)?)"
+#: A run of consecutive ``done=false`` ``[STEP]`` lines, each ending in ``\n``; same caveats.
+STEP_RUN_RE = re.compile(
+    rf"(?:\[STEP\] step={INTEGER} action=[^\n]* reward={DECIMAL2} done=false"
+    rf" error=[^\n]*[^{WHITESPACE}\x00]\n)*"
 )
+#: The step number at the start of each ``[STEP]`` line of a run.
+STEP_NUMBER_RE = re.compile(rf"\[STEP\] step=({INTEGER}) ")
+#: The reward in each separator of a run (one per valid line).
+STEP_REWARD_RE = re.compile(rf" reward=({DECIMAL2}) done={BOOL} error=")
 
 
 class GrammarError(ValueError):
@@ -158,12 +236,13 @@ class StepLine(_Line):
         """Parse one line (no newline) or raise ``GrammarError``; ambiguous lines are errors."""
         m = STEP_RE.fullmatch(line)
         if not m:
+            greedy = STEP_GREEDY_RE.fullmatch(line)
+            if greedy and len(STEP_SEPARATOR.findall(line)) > 1:
+                raise GrammarError(
+                    "ambiguous [STEP] line: 'reward=... done=... error=' occurs more than once",
+                    col=greedy.start(2) + 1,
+                )
             raise GrammarError("not a valid [STEP] line")
-        if STEP_SEPARATOR.search(m[2]):
-            raise GrammarError(
-                "ambiguous [STEP] line: 'reward=... done=... error=' occurs more than once",
-                col=m.start(2) + 1,
-            )
         error = m[5]
         return cls.model_construct(
             step=int(m[1]),
@@ -188,7 +267,7 @@ class EndLine(_Line):
     def _score(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError(f"score must be finite, got {value!r}")
-        return round(value, 3)
+        return round(value, 3) + 0.0  # no "-0.000"
 
     @field_validator("rewards")
     @classmethod
@@ -196,6 +275,12 @@ class EndLine(_Line):
         if not all(math.isfinite(r) for r in value):
             raise ValueError("rewards must be finite")
         return [float(format_reward(r)) for r in value]
+
+    @model_validator(mode="after")
+    def _no_rewards_without_steps(self) -> "EndLine":
+        if self.steps == 0 and self.rewards:
+            raise ValueError("rewards must be empty when steps=0")
+        return self
 
     def format(self) -> str:
         """Return the line, without a trailing newline."""
@@ -212,8 +297,6 @@ class EndLine(_Line):
         if not m:
             raise GrammarError("not a valid [END] line")
         score = float(m[3])
-        if not 0.0 <= score <= 1.0:
-            raise GrammarError(f"score must be in [0, 1], got {m[3]!r}", col=m.start(3) + 1)
         return cls.model_construct(
             success=m[1] == "true",
             steps=int(m[2]),

@@ -1,0 +1,361 @@
+"""Check a log as a stream of bytes: encoding, the line grammar and the episode rules.
+
+Speed comes from doing per-block work in C: a block of complete lines is checked for bad
+bytes with ``in`` and decoded at once; inside an episode, a whole run of ``done=false``
+[STEP] lines is matched by one regex, and its step numbers and rewards are pulled out with
+``findall``. Only lines that fail this fast path go through ``lines.diagnose`` (per-field
+codes and columns). Memory is bounded: blocks of ``CHUNK`` bytes, lines up to
+``max_line_length`` bytes, and the episode state does not grow with the log.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from typing import Callable, Iterable, Iterator
+
+from validator import grammar
+from validator.codes import CODES
+from validator.episodes import Episodes
+from validator.lines import diagnose, tag_of
+from validator.report import Problem, Report
+
+PROFILES = {"openenv": "END", "openenv-noscore": "END_NOSCORE"}
+CHUNK = 1 << 20
+MAX_LINE_LENGTH = 32 << 20
+
+_BAD_BYTES = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
+_BAD_CHARS = ("\x85", "\u2028", "\u2029")
+_REPLACE = str.maketrans({c: "\ufffd" for c in grammar.FORBIDDEN_CHARS})
+_NUMBERS = [str(n) for n in range(1, 10_001)]  # step numbers, the common case precomputed
+_BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
+                "\x0c": "form feed (\\f)", "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
+                "\x85": "next line (U+0085)", "\u2028": "line separator (U+2028)",
+                "\u2029": "paragraph separator (U+2029)"}
+
+
+def _numbers(first: int, count: int) -> list[str]:
+    if first + count <= len(_NUMBERS):
+        return _NUMBERS[first - 1:first - 1 + count]
+    return list(map(str, range(first, first + count)))
+
+
+class Checker:
+    """Feed bytes with ``feed``, then ``close`` for the ``Report``."""
+
+    def __init__(self, path: str = "<lines>", profile: str = "openenv", open_score: bool = False,
+                 allow_other_lines: bool = False, max_line_length: int = MAX_LINE_LENGTH,
+                 on_problem: Callable[[Problem], None] | None = None,
+                 max_problems: int | None = None) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+        if open_score and profile == "openenv-noscore":
+            raise ValueError("--open-score needs a profile with score= (openenv)")
+        self.report = Report(path=path)
+        self.end_kind = PROFILES[profile]
+        self.end_re = grammar.END_RE if self.end_kind == "END" else grammar.END_NOSCORE_RE
+        self.open_score = open_score
+        self.other_code = "W101" if allow_other_lines else "E101"
+        self.max_line_length = max_line_length
+        self.on_problem = on_problem
+        self.max_problems = max_problems
+        self.episodes = Episodes(self._problem)
+        self.lineno = 0  # lines fully read so far
+        self.head = b""  # the first bytes, until the encoding is known
+        self.started = False
+        self.decoder = None  # an incremental UTF-16 decoder, for UTF-16 logs
+        self.cr_pending = False
+        self.pending: list[bytes] = []  # the start of an unfinished line
+        self.pending_size = 0
+        self.skipping = False  # inside a line too long to check
+        self.crlf_reported = False
+
+    # -- problems -------------------------------------------------------------------------
+
+    def _problem(self, code: str, line: int, col: int, message: str) -> None:
+        problem = Problem(code, CODES[code].severity, line, col, message)
+        if problem.severity == "error":
+            self.report.errors += 1
+        else:
+            self.report.warnings += 1
+        if self.max_problems is None or len(self.report.problems) < self.max_problems:
+            self.report.problems.append(problem)
+        if self.on_problem is not None:
+            self.on_problem(problem)
+
+    # -- bytes in -------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Check the next bytes of the log."""
+        # Pieces no longer than the line limit, so any longer line is seen being buffered.
+        step = min(CHUNK, self.max_line_length)
+        if len(data) > step:
+            for i in range(0, len(data), step):
+                self._feed(data[i:i + step])
+        else:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        if not self.started:
+            self.head += data
+            if len(self.head) < 3:
+                return
+            data, self.head = self._start(self.head), b""
+        elif self.decoder is not None:
+            data = self._from_utf16(data, final=False)
+        self._feed_utf8(data)
+
+    def close(self) -> Report:
+        """Finish the log and return its report."""
+        if not self.started:
+            self._feed_utf8(self._start(self.head))
+        if self.decoder is not None:
+            self._feed_utf8(self._from_utf16(b"", final=True))
+        if self.pending or self.skipping:
+            last = b"".join(self.pending)
+            self.pending, self.pending_size = [], 0
+            if self.skipping:
+                self.lineno += 1
+                self.skipping = False
+            else:
+                self._problem("W103", self.lineno + 1, len(last) + 1,
+                              "no newline at the end of the last line")
+                self._block(last + b"\n")
+        self.episodes.finish(self.lineno)
+        self.report.lines = self.lineno
+        self.report.episodes = self.episodes.episodes
+        self.report.steps = self.episodes.steps
+        return self.report
+
+    def _start(self, head: bytes) -> bytes:
+        self.started = True
+        if head.startswith(codecs.BOM_UTF8):
+            self._problem("E103", 1, 1, "UTF-8 byte order mark at the start of the log "
+                          "(a grader sees it before [START])")
+            return head[3:]
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            name = "UTF-16LE" if head.startswith(codecs.BOM_UTF16_LE) else "UTF-16BE"
+            self._problem("W102", 1, 1, f"the log is {name} with a byte order mark, as Windows "
+                          "PowerShell '>' writes it: decoded, and its CRLF line endings "
+                          "accepted (the program's stdout itself must be UTF-8 with \\n)")
+            self.decoder = codecs.getincrementaldecoder(name.lower())("replace")
+            return self._from_utf16(head[2:], final=False)
+        return head
+
+    def _from_utf16(self, data: bytes, final: bool) -> bytes:
+        text = ("\r" if self.cr_pending else "") + self.decoder.decode(data, final)
+        self.cr_pending = not final and text.endswith("\r")
+        if self.cr_pending:
+            text = text[:-1]
+        return text.replace("\r\n", "\n").encode("utf-8", "surrogatepass")
+
+    def _feed_utf8(self, data: bytes) -> None:
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._keep(data)
+            return
+        if self.skipping:
+            self.skipping = False
+            self.pending, self.pending_size = [], 0
+            first = data.find(b"\n")
+            self.lineno += 1
+            data, cut = data[first + 1:], cut - first - 1
+            if cut < 0:
+                self._keep(data)
+                return
+        if self.pending:
+            self.pending.append(data[:cut + 1])
+            block = b"".join(self.pending)
+            self.pending, self.pending_size = [], 0
+        else:
+            block = data[:cut + 1]
+        if len(block) > self.max_line_length and block.find(b"\n") > self.max_line_length:
+            # A line longer than the limit that just ended (the limit is checked as a whole).
+            first = block.find(b"\n")
+            self.lineno += 1
+            self._problem("E107", self.lineno, 1, f"line longer than {self.max_line_length} "
+                          f"bytes ({first} bytes); not checked")
+            block = block[first + 1:]
+        self._block(block)
+        self._keep(data[cut + 1:])
+
+    def _keep(self, rest: bytes) -> None:
+        if not rest or self.skipping:
+            return
+        self.pending.append(rest)
+        self.pending_size += len(rest)
+        if self.pending_size > self.max_line_length:
+            self._problem("E107", self.lineno + 1, 1,
+                          f"line longer than {self.max_line_length} bytes; not checked")
+            self.pending, self.pending_size = [], 0
+            self.skipping = True
+
+    # -- blocks of complete lines -----------------------------------------------------------
+
+    def _block(self, block: bytes) -> None:
+        """Check ``block``: complete lines, each ending in ``\\n``."""
+        if not block:
+            return
+        if b"\r\n" in block:
+            if not self.crlf_reported:
+                at = block.find(b"\r\n")
+                line = self.lineno + block.count(b"\n", 0, at) + 1
+                col = at - block.rfind(b"\n", 0, at)
+                self._problem("E102", line, col, "CRLF line ending (\\r\\n): a grader splitting on "
+                              "\\n keeps the \\r (reported once per file)")
+                self.crlf_reported = True
+            block = block.replace(b"\r\n", b"\n")
+        text = None
+        if not any(b in block for b in _BAD_BYTES):
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                if not block.isascii() and any(c in text for c in _BAD_CHARS):
+                    text = None
+        if text is None:
+            self._slow_block(block)
+        else:
+            self._fast_block(text)
+
+    def _slow_block(self, block: bytes) -> None:
+        for raw in block.split(b"\n")[:-1]:
+            lineno = self.lineno + 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                self._problem("E105", lineno, e.start + 1,
+                              f"invalid UTF-8: byte 0x{raw[e.start]:02X} at byte {e.start + 1}")
+                line = raw.decode("utf-8", "replace")
+            if "\x00" in line:
+                self._problem("E104", lineno, line.index("\x00") + 1, "NUL byte in the line")
+            breaks = [i for i, c in enumerate(line) if c in _BREAK_NAMES]
+            if breaks:
+                name = _BREAK_NAMES[line[breaks[0]]]
+                more = f" ({len(breaks)} in this line)" if len(breaks) > 1 else ""
+                self._problem("E106", lineno, breaks[0] + 1,
+                              f"{name} inside the line: str.splitlines() breaks the line here{more}")
+            self._line(line.translate(_REPLACE), lineno)
+            self.lineno = lineno
+
+    def _fast_block(self, text: str) -> None:
+        """Check decoded lines free of forbidden characters: runs of [STEP] lines at once."""
+        episodes = self.episodes
+        run = grammar.STEP_RUN_RE.match
+        numbers = grammar.STEP_NUMBER_RE.findall
+        rewards = grammar.STEP_REWARD_RE.findall
+        pos, size, lineno = 0, len(text), self.lineno
+        while pos < size:
+            if episodes.open_line and not episodes.done_line:
+                end = run(text, pos).end()
+                if end > pos:
+                    count = text.count("\n", pos, end)
+                    found = numbers(text, pos, end)
+                    printed = rewards(text, pos, end)
+                    if (len(printed) == count and len(found) == count
+                            and found == _numbers(episodes.next_step, count)):
+                        episodes.run(count, printed)
+                    else:  # ambiguous or misnumbered lines: one at a time, with messages
+                        for offset, line in enumerate(text[pos:end - 1].split("\n"), 1):
+                            self._line(line, lineno + offset)
+                    lineno += count
+                    pos = end
+                    if pos >= size:
+                        break
+            newline = text.index("\n", pos)
+            lineno += 1
+            self._line(text[pos:newline], lineno)
+            pos = newline + 1
+        self.lineno = lineno
+
+    # -- one line -------------------------------------------------------------------------
+
+    def _line(self, line: str, lineno: int) -> None:
+        """Check one line (no newline, no forbidden characters) and apply the episode rules."""
+        episodes = self.episodes
+        if line.startswith("[STEP] "):
+            m = grammar.STEP_GREEDY_RE.fullmatch(line)
+            if m and len(grammar.STEP_REWARD_RE.findall(line)) == 1:
+                episodes.step(lineno, int(m[1]), 13, m[3], m[4] == "true")
+                return
+        elif line.startswith("[START] "):
+            if grammar.START_RE.fullmatch(line):
+                episodes.start(lineno)
+                return
+        elif line.startswith("[END] "):
+            m = self.end_re.fullmatch(line)
+            if m:
+                last = m.re.groups
+                if self.open_score:
+                    self._open_score(m[3], m.start(3) + 1, lineno)
+                episodes.end(lineno, int(m[2]), m.start(2) + 1, m[last], m.start(last) + 1)
+                return
+        if tag_of(line) is None:
+            what = "blank line" if not line.strip() else "not a [START], [STEP] or [END] line"
+            if self.other_code == "E101":
+                what += " (only the three protocol lines may be on stdout)"
+            self._problem(self.other_code, lineno, 1, what)
+            return
+        d = diagnose(line, self.end_kind)
+        for code, col, message in d.problems:
+            self._problem(code, lineno, col, message)
+        if d.kind == "START":
+            episodes.start(lineno)
+        elif d.kind == "STEP":
+            episodes.step(lineno, d.step, d.step_col, d.reward, d.done)
+        else:
+            if self.open_score and d.score is not None:
+                self._open_score(d.score, d.score_col, lineno)
+            episodes.end(lineno, d.steps, d.steps_col, d.rewards, d.rewards_col)
+
+    def _open_score(self, score: str, col: int, lineno: int) -> None:
+        if not 0.0 < float(score) < 1.0:
+            self._problem("E207", lineno, col,
+                          f"score must be strictly between 0 and 1 (--open-score), got {score!r}")
+
+
+def _chunks(lines: Iterable[str | bytes]) -> Iterator[bytes]:
+    batch: list[bytes] = []
+    size = 0
+    for item in lines:
+        data = item.encode("utf-8", "surrogatepass") if isinstance(item, str) else bytes(item)
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        batch.append(data)
+        size += len(data)
+        if size >= CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def check_lines(lines: Iterable[str | bytes], profile: str = "openenv", *,
+                open_score: bool = False, allow_other_lines: bool = False,
+                path: str = "<lines>", **options) -> Report:
+    """Return the report on printed lines (str or bytes; a missing final newline is added).
+
+    An item holding a newline counts as two lines, as a grader reading stdout would see it.
+    """
+    checker = Checker(path, profile, open_score, allow_other_lines, **options)
+    for chunk in _chunks(lines):
+        checker.feed(chunk)
+    return checker.close()
+
+
+def check_stream(stream, path: str = "<stdin>", profile: str = "openenv", *,
+                 open_score: bool = False, allow_other_lines: bool = False, **options) -> Report:
+    """Return the report on a binary stream, read in chunks (``OSError`` if unreadable)."""
+    checker = Checker(path, profile, open_score, allow_other_lines, **options)
+    while chunk := stream.read(CHUNK):
+        checker.feed(chunk)
+    return checker.close()
+
+
+def check_file(path: str | os.PathLike, profile: str = "openenv", *, open_score: bool = False,
+               allow_other_lines: bool = False, **options) -> Report:
+    """Return the report on a log file (``OSError`` if it cannot be read)."""
+    with open(path, "rb") as stream:
+        return check_stream(stream, os.fspath(path), profile, open_score=open_score,
+                            allow_other_lines=allow_other_lines, **options)
