@@ -34,6 +34,14 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class StopEpisode(BaseException):
+    """Raised by a replay seam to end the episode as failed, with this message.
+
+    A BaseException so that the openai client's retry loop (``except Exception``) cannot
+    swallow it and ask again.
+    """
+
+
 class SignalGate:
     """Turns the first SIGTERM/SIGINT into ``Interrupted``, but never inside ``hold()``.
 
@@ -275,6 +283,9 @@ def run_episode(
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
+    except StopEpisode as exc:
+        outcome.status, outcome.error = "failed", str(exc)
+        print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     except Exception as exc:
         outcome.status, outcome.error = "failed", recorder.redact(_describe(exc))
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)

@@ -331,6 +331,53 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 
 @cli.command()
 @db_option
+@click.argument("run", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Replay every recorded run (see filters).")
+@click.option("--task", help="With --all: only runs that have an episode of this task.")
+@click.option("--since", metavar="ISO-TIME", help="With --all: only runs started at or after this.")
+@click.option("--status", type=click.Choice(["completed", "failed", "interrupted"]),
+              help="With --all: only runs that ended so.")
+@click.option("--offline", is_flag=True, help="Serve the recorded env responses too: no env needed.")
+@click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
+@click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
+@click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
+def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
+           status: str | None, offline: bool, env_url: str | None, lenient: bool,
+           no_record: bool) -> None:
+    """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
+
+    Exit 0 when nothing diverged, 1 when something did, 2 for errors.
+    """
+    from tracer.queries import open_store, resolve_run
+    from tracer.replay import describe, replay_run, select_runs
+
+    if bool(run) == all_runs:
+        fail("give one RUN id (or 'latest') or --all")
+    if not all_runs and (task or since or status):
+        fail("--task, --since and --status filter --all")
+    store = open_store(db_path)
+    run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
+    options = dict(offline=offline, env_url=env_url, lenient=lenient, record=not no_record,
+                   emit=click.echo)
+    if not all_runs:
+        report = replay_run(store, run_ids[0], **options)
+        for line in describe(report):
+            click.echo(line, err=True)
+        raise click.exceptions.Exit(1 if report.diverged else 0)
+    reports = []
+    with click.progressbar(run_ids, label="replaying", file=sys.stderr) as bar:
+        for run_id in bar:
+            reports.append(replay_run(store, run_id, **options))
+    for report in reports:
+        verdict = f"DIVERGED: {report.first_divergence}" if report.diverged else "same"
+        click.echo(f"{report.run_id}  {len(report.episodes):>3} episode(s)  {verdict}", err=True)
+    diverged = sum(r.diverged for r in reports)
+    click.echo(f"{len(reports)} run(s) replayed, {diverged} diverged", err=True)
+    raise click.exceptions.Exit(1 if diverged else 0)
+
+
+@cli.command()
+@db_option
 @json_option
 def stats(db_path: str, as_json: bool) -> None:
     """Count runs, episodes, steps and LLM calls; sum tokens; latency percentiles; per task."""

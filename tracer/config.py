@@ -77,6 +77,14 @@ class Config:
             trace_db=get("TRACE_DB") or "traces/traces.db",
         )
 
+    @classmethod
+    def from_public(cls, data: dict) -> "Config":
+        """Rebuild a configuration from ``public()`` as stored with a run (no key)."""
+        known = {f for f in cls.__dataclass_fields__ if f != "api_key"}
+        values = {k: v for k, v in data.items() if k in known}
+        values["tasks"] = tuple(values.get("tasks") or (DEFAULT_TASK,))
+        return cls(**values)
+
     @property
     def uses_standin(self) -> bool:
         """Without a key no real model can be reached, so the local stand-in answers."""

@@ -1,0 +1,129 @@
+"""tracer replay: re-running recorded episodes with no LLM, and naming every divergence."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import sqlite_utils
+from click.testing import CliRunner
+
+from tests.conftest import SECRET
+from tracer.cli import cli
+from tracer.config import Config
+from tracer.runner import run
+from tracer.servers import BackgroundServer
+from tracer.standin import create_standin_app
+
+
+def record(tmp_path, **overrides) -> tuple[str, str]:
+    """Record a run with a local LLM that is gone afterwards; return (db path, stdout)."""
+    db = str(tmp_path / "traces.db")
+    with BackgroundServer(create_standin_app()) as llm, contextlib.redirect_stdout(io.StringIO()) as out:
+        settings = dict(api_key=SECRET, api_base_url=llm.url + "/v1", trace_db=db, max_steps=3)
+        assert run(Config(**{**settings, **overrides})) == 0
+    return db, out.getvalue()
+
+
+def replay(db: str, *args: str):
+    return CliRunner().invoke(cli, ["replay", "--db", db, *args])
+
+
+def doubled_reward_env():
+    """The echo env after a regression: every reward doubled."""
+    from openenv.core.env_server.http_server import create_app
+
+    from tracer.echo_env import EchoAction, EchoEnvironment, EchoObservation
+
+    class Doubled(EchoEnvironment):
+        def step(self, action):
+            obs = super().step(action)
+            obs.reward *= 2
+            return obs
+
+    return BackgroundServer(create_app(Doubled, EchoAction, EchoObservation), "regressed env")
+
+
+def test_offline_replay_prints_the_recorded_log_byte_for_byte(tmp_path):
+    db, recorded = record(tmp_path)
+    result = replay(db, "latest", "--offline")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == recorded
+    assert "no divergence" in result.stderr
+    runs = list(sqlite_utils.Database(db).query("select id, replay_of from runs order by started_at"))
+    assert len(runs) == 2 and runs[1]["replay_of"] == runs[0]["id"]
+
+
+def test_live_replay_against_the_embedded_env_needs_no_llm(tmp_path):
+    db, recorded = record(tmp_path, tasks=("one", "two"))
+    result = replay(db, "latest")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == recorded
+
+
+def test_an_env_regression_is_named_at_its_first_step(tmp_path, echo_env_server):
+    db, _ = record(tmp_path, env_base_url=echo_env_server.url)
+    with doubled_reward_env() as regressed:
+        result = replay(db, "latest", "--env-url", regressed.url)
+    assert result.exit_code == 1
+    first = next(line for line in result.stderr.splitlines() if line.startswith("replay of"))
+    assert "diverged: episode 1 (echo): step 1: reward" in first
+    old, new = first.split("reward ")[1].split(" -> ")
+    assert float(new.split()[0]) == 2 * float(old)
+    # the next prompt shows the new reward: strict replay stops there with a field-level diff
+    assert "step 2: LLM request #2 differs from the recording" in result.stderr
+    assert "messages[1].content: at character" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("[END] success=false steps=1 ")
+
+
+def test_lenient_replay_goes_on_and_reports_every_difference(tmp_path, echo_env_server):
+    db, _ = record(tmp_path, env_base_url=echo_env_server.url)
+    with doubled_reward_env() as regressed:
+        result = replay(db, "latest", "--env-url", regressed.url, "--lenient")
+    assert result.exit_code == 1
+    assert "[END] success=true steps=3" in result.stdout
+    assert "step 3: reward" in result.stderr and "LLM request #3 differs" in result.stderr
+
+
+def test_running_out_of_recorded_responses_is_reported(tmp_path):
+    db, _ = record(tmp_path)
+    sqlite_utils.Database(db).execute("delete from llm_calls where position = 3")
+    result = replay(db, "latest", "--offline", "--no-record")
+    assert result.exit_code == 1
+    assert "LLM call #3 has no recorded response: the recording has 2" in result.stderr
+
+
+def test_unused_recorded_responses_are_reported(tmp_path):
+    db, _ = record(tmp_path)
+    database = sqlite_utils.Database(db)
+    (row,) = database["runs"].rows
+    database["runs"].update(row["id"], {"config": json.dumps({**json.loads(row["config"]), "max_steps": 2})})
+    result = replay(db, "latest", "--offline")
+    assert result.exit_code == 1
+    assert "1 recorded LLM response(s) were not used" in result.stderr
+
+
+def test_no_record_leaves_the_database_unchanged(tmp_path):
+    db, _ = record(tmp_path)
+    before = sqlite_utils.Database(db)["runs"].count
+    assert replay(db, "latest", "--offline", "--no-record").exit_code == 0
+    assert sqlite_utils.Database(db)["runs"].count == before
+
+
+def test_replay_all_with_filters_prints_a_summary(tmp_path):
+    db, _ = record(tmp_path, tasks=("alpha",))
+    record(tmp_path, tasks=("beta",))
+    result = replay(db, "--all", "--task", "beta", "--offline")
+    assert result.exit_code == 0, result.stderr
+    assert "1 run(s) replayed, 0 diverged" in result.stderr
+    assert "task=beta" in result.stdout and "task=alpha" not in result.stdout
+
+
+def test_unknown_run_and_missing_database_exit_2_in_one_line(tmp_path):
+    db, _ = record(tmp_path)
+    unknown = replay(db, "zzz")
+    assert unknown.exit_code == 2 and unknown.stderr.strip() == "Error: no run 'zzz'"
+    missing = replay(str(tmp_path / "nope.db"), "latest")
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -1,0 +1,300 @@
+"""Deterministic replay: re-run a recorded run's episodes with no LLM at all.
+
+The same agent loop as ``inference.py`` runs; the openai client's transport answers each
+request with the recorded response at the same position in the episode, after checking the
+request against the recorded one's hash. The env is live (started as recorded) or, with
+``offline``, answered from the recording too. Every difference is reported by step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import httpx
+
+from tracer.agent import Outcome, StopEpisode, run_episode
+from tracer.config import Config
+from tracer.queries import episode_rows, llm_call_rows, run_row, step_rows
+from tracer.recorder import Recorder
+from tracer.runner import EnvProvider, llm_client, settings_for
+from tracer.store import Store, TraceError
+from tracer.transport import canonical_json, request_hash
+from validator.grammar import format_reward
+
+MAX_DIFFS = 8
+
+
+def json_diff(recorded: Any, replayed: Any, path: str = "") -> list[str]:
+    """Return one line per differing field: ``path: recorded -> replayed``."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        out: list[str] = []
+        for key in sorted(set(recorded) | set(replayed), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in replayed:
+                out.append(f"{sub}: {_short(recorded[key])} -> (missing)")
+            elif key not in recorded:
+                out.append(f"{sub}: (missing) -> {_short(replayed[key])}")
+            else:
+                out.extend(json_diff(recorded[key], replayed[key], sub))
+        return out
+    if isinstance(recorded, list) and isinstance(replayed, list):
+        out = []
+        for i, (a, b) in enumerate(zip(recorded, replayed)):
+            out.extend(json_diff(a, b, f"{path}[{i}]"))
+        if len(recorded) != len(replayed):
+            out.append(f"{path}: {len(recorded)} items -> {len(replayed)} items")
+        return out
+    if recorded != replayed:
+        if isinstance(recorded, str) and isinstance(replayed, str):
+            return [f"{path or 'value'}: {_text_change(recorded, replayed)}"]
+        return [f"{path or 'value'}: {_short(recorded)} -> {_short(replayed)}"]
+    return []
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else canonical_json(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _text_change(a: str, b: str) -> str:
+    """Show two strings around their first difference."""
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, i - 20)
+    return f"at character {i + 1}: {a[start:i + 40]!r} -> {b[start:i + 40]!r}"
+
+
+def _response_from(call: dict[str, Any]) -> httpx.Response:
+    if call["status_code"] is None:  # the recorded attempt never got an answer
+        raise httpx.ConnectError(call["error"] or "recorded connection failure")
+    content_type = "text/event-stream" if call["stream"] else "application/json"
+    return httpx.Response(
+        call["status_code"],
+        headers={"content-type": content_type, "retry-after-ms": "1"},
+        content=(call["response"] or "").encode(),
+    )
+
+
+class ReplayTransport(httpx.BaseTransport):
+    """Answers the n-th request of an episode with the n-th recorded response; no network."""
+
+    def __init__(self, calls: list[dict[str, Any]], lenient: bool = False):
+        self.calls = calls
+        self.lenient = lenient
+        self.position = 0
+        self.step = 0  # set by the loop's recorder hook, for messages
+        self.differences: list[tuple[int, str]] = []  # (step, what differs)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.read() or b"null")
+        if self.position >= len(self.calls):
+            raise StopEpisode(
+                f"LLM call #{self.position + 1} has no recorded response: the recording "
+                f"has {len(self.calls)} for this episode"
+            )
+        call = self.calls[self.position]
+        if request_hash(body) != call["request_hash"]:
+            changes = json_diff(json.loads(call["request"]), body)
+            difference = (f"step {call['step']}: LLM request #{self.position + 1} differs from "
+                          "the recording:" + "".join(f"\n      {c}" for c in changes[:MAX_DIFFS]))
+            self.differences.append((call["step"], difference))
+            if not self.lenient:
+                raise StopEpisode(difference)
+        self.position += 1
+        return _response_from(call)
+
+    @property
+    def unused(self) -> int:
+        return len(self.calls) - self.position
+
+
+@dataclass
+class _Result:
+    observation: Any
+    reward: Any
+    done: bool
+
+
+class OfflineEnv:
+    """An env client that answers reset and step from a recorded episode."""
+
+    def __init__(self, episode: dict[str, Any], steps: list[dict[str, Any]]):
+        self.reset_data = episode["reset_observation"] or {}
+        self.steps = steps
+        self.position = 0
+
+    def reset(self, **kwargs: Any) -> _Result:
+        data = self.reset_data
+        return _Result(data.get("observation"), data.get("reward"), bool(data.get("done")))
+
+    def step(self, action: Any) -> _Result:
+        if self.position >= len(self.steps):
+            raise StopEpisode(f"step {self.position + 1}: the recording has only {len(self.steps)} steps")
+        recorded = self.steps[self.position]
+        self.position += 1
+        if action != recorded["action"]:
+            changes = json_diff(recorded["action"], action)
+            raise StopEpisode(f"step {recorded['step']}: action differs from the recording: "
+                              + "; ".join(changes[:MAX_DIFFS]))
+        return _Result(recorded["observation"], recorded["reward"], bool(recorded["done"]))
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class EpisodeReport:
+    """What differed between a recorded episode and its replay."""
+
+    position: int
+    task: str
+    recorded_steps: int
+    replayed_steps: int
+    divergences: list[str] = field(default_factory=list)
+    lines_identical: bool = True
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.divergences)
+
+
+@dataclass
+class ReplayReport:
+    """The outcome of replaying one run."""
+
+    run_id: str
+    replay_run_id: str | None
+    episodes: list[EpisodeReport] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        return any(e.diverged for e in self.episodes)
+
+    @property
+    def first_divergence(self) -> str | None:
+        for episode in self.episodes:
+            if episode.divergences:
+                return f"episode {episode.position} ({episode.task}): {episode.divergences[0]}"
+        return None
+
+
+def compare_steps(recorded: list[dict[str, Any]], outcome: Outcome) -> list[tuple[int, str]]:
+    """Return the per-step differences between a recording and a replay, as (step, text)."""
+    out: list[tuple[int, str]] = []
+    for old, new in zip(recorded, outcome.steps):
+        n = old["step"]
+        if old["action_text"] != new.action_text:
+            out.append((n, f"step {n}: action {_short(old['action_text'])} -> {_short(new.action_text)}"))
+        if old["reward"] != new.reward:
+            a, b = format_reward(old["reward"]), format_reward(new.reward)
+            if a == b:
+                a, b = repr(old["reward"]), repr(new.reward)
+            out.append((n, f"step {n}: reward {a} -> {b}"))
+        if bool(old["done"]) != new.done:
+            out.append((n, f"step {n}: done {str(bool(old['done'])).lower()} -> {str(new.done).lower()}"))
+        if old["error"] != new.error:
+            out.append((n, f"step {n}: error {_short(old['error'])} -> {_short(new.error)}"))
+        for change in json_diff(old["observation"], new.observation, "observation"):
+            out.append((n, f"step {n}: {change}"))
+    if len(recorded) != len(outcome.steps):
+        last = min(len(recorded), len(outcome.steps)) + 1
+        out.append((last, f"recorded {len(recorded)} steps, the replay made {len(outcome.steps)}"))
+    return out
+
+
+def replay_run(
+    store: Store,
+    run_id: str,
+    *,
+    offline: bool = False,
+    env_url: str | None = None,
+    lenient: bool = False,
+    record: bool = True,
+    emit: Callable[[str], None] = lambda line: None,
+) -> ReplayReport:
+    """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
+    run = run_row(store, run_id)
+    if not run["config"]:
+        raise TraceError(f"run {run_id}: has no recorded configuration to replay")
+    config = Config.from_public(run["config"])
+    if env_url:
+        config = Config.from_public({**run["config"], "env_base_url": env_url, "image": None})
+    recorder = Recorder(store if record else None, store.secrets)
+    env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
+    source = {"kind": "offline", "replay_of": run_id} if offline else env.source
+    recorder.start_run(config, source, replay_of=run_id)
+    report = ReplayReport(run_id, recorder.run_id)
+    status = "completed"
+    try:
+        for episode in episode_rows(store, run_id):
+            steps = step_rows(store, episode["id"])
+            calls = llm_call_rows(store, episode["id"])
+            transport = ReplayTransport(calls, lenient=lenient)
+            llm = llm_client(config, recorder, transport=transport)
+            if offline:
+                offline_env = OfflineEnv(episode, steps)
+                schema = (run["env_schema"] or {}).get("action")
+                open_env, action_schema = (lambda: offline_env), (lambda: schema)
+            else:
+                open_env, action_schema = env.open, env.action_schema
+            settings = settings_for(config, episode["task"])
+            outcome = run_episode(settings, llm, open_env, action_schema, recorder, emit,
+                                  episode["position"])
+            divergences = transport.differences + compare_steps(steps, outcome)
+            if outcome.status != "completed":
+                divergences.append((len(outcome.steps) + 1, outcome.error or outcome.status))
+            if transport.unused and outcome.status == "completed":
+                divergences.append((len(steps) + 1, f"{transport.unused} recorded LLM response(s) were not used"))
+            divergences = _unique(text for _, text in sorted(divergences, key=lambda d: d[0]))
+            recorded_lines = [r["line"] for r in store.db.query(
+                "select line from lines where episode_id = ? order by id", [episode["id"]])]
+            report.episodes.append(EpisodeReport(
+                episode["position"], episode["task"], len(steps), len(outcome.steps),
+                divergences, recorded_lines == outcome.lines,
+            ))
+            if report.episodes[-1].diverged:
+                status = "failed"
+    finally:
+        if env is not None:
+            env.stop()
+        recorder.finish_run(status, 1 if status != "completed" else 0)
+    return report
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def describe(report: ReplayReport) -> list[str]:
+    """Return the human report of a replay, first divergence named plainly first."""
+    target = f" (recorded as run {report.replay_run_id})" if report.replay_run_id else ""
+    if not report.diverged:
+        steps = sum(e.replayed_steps for e in report.episodes)
+        return [f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "
+                f"no divergence{target}"]
+    out = [f"replay of {report.run_id} diverged: {report.first_divergence}{target}"]
+    for e in report.episodes:
+        state = "diverged" if e.diverged else "same"
+        out.append(f"  episode {e.position} ({e.task}): {state}, {e.recorded_steps} steps recorded, "
+                   f"{e.replayed_steps} replayed")
+        out.extend(f"    {d}" for d in e.divergences)
+    return out
+
+
+def select_runs(store: Store, task: str | None = None, since: str | None = None,
+                status: str | None = None) -> list[str]:
+    """Return recorded (not replayed) run ids matching the filters, oldest first."""
+    from tracer.queries import rows
+    from tracer.store import effective_status
+
+    sql = "select id, status, pid from runs where replay_of is null"
+    params: list[Any] = []
+    if since:
+        sql += " and started_at >= ?"
+        params.append(since)
+    if task:
+        sql += " and id in (select run_id from episodes where task = ?)"
+        params.append(task)
+    found = rows(store, sql + " order by started_at, id", params)
+    return [r["id"] for r in found if not status or effective_status(r["status"], r["pid"]) == status]
