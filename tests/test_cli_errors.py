@@ -3,9 +3,12 @@
 import sqlite3
 
 import pytest
+import test_cli_fixtures
+from test_cli_fixtures import corrupt, run_cli, snapshot
 
-from test_cli_fixtures import corrupt, db, run_cli, snapshot  # noqa: F401
 from tracer.migrations import MIGRATIONS_TABLE
+
+db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 READ_COMMANDS = [
     ["list"], ["list", "--json"], ["show", "latest"], ["show", "latest", "--json"],

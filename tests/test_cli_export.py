@@ -5,13 +5,15 @@ import sqlite3
 
 import jsonschema
 import pytest
-
+import test_cli_fixtures
 from click.testing import CliRunner
+from test_cli_fixtures import TOKEN, record_run, run_cli, snapshot
 
-from test_cli_fixtures import TOKEN, db, record_run, run_cli, snapshot  # noqa: F401
 from tracer.cli import cli
 from tracer.export import SCHEMA_PATH
 from tracer.store import Store
+
+db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 
 def jsonl(text):
@@ -159,15 +161,15 @@ def test_an_import_of_a_missing_file_is_one_line(tmp_path):
 
 
 def test_no_export_or_show_output_contains_a_secret(tmp_path):
-    db = tmp_path / "t.db"
-    store = Store(db, secrets=[TOKEN])
+    path = tmp_path / "t.db"
+    store = Store(path, secrets=[TOKEN])
     record_run(store, api_key=TOKEN, stream=True)
     record_run(store, api_key=TOKEN)
     store.close()
-    assert TOKEN.encode() not in db.read_bytes()
-    outputs = [run_cli(db, "show", "latest", *flags).stdout
+    assert TOKEN.encode() not in path.read_bytes()
+    outputs = [run_cli(path, "show", "latest", *flags).stdout
                for flags in ([], ["--json"], ["--full"])]
-    outputs += [run_cli(db, "export", "--all", "--format", fmt).stdout
+    outputs += [run_cli(path, "export", "--all", "--format", fmt).stdout
                 for fmt in ("jsonl", "log", "messages")]
     assert all(outputs)
     assert "[REDACTED]" in outputs[3]

@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
-from test_cli_fixtures import db, record_run, run_cli  # noqa: F401  (db is a fixture)
+import test_cli_fixtures
+from test_cli_fixtures import record_run, run_cli
+
 from tracer import cli as cli_module
 from tracer.store import DEFAULT_DB, Store
+
+db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 
 def ids(db_path):
@@ -16,7 +20,7 @@ def ids(db_path):
 def test_list_shows_runs_newest_first_with_totals_from_episodes(db):
     result = run_cli(db, "list")
     assert result.exit_code == 0
-    header, newest, oldest = result.stdout.splitlines()
+    header, newest, _ = result.stdout.splitlines()
     assert header.split() == ["ID", "STARTED", "TASKS", "MODEL", "EPISODES", "STEPS", "SCORE",
                               "STATUS"]
     assert newest.split()[3:] == ["echo,shout", "stand-in", "2", "4", "0.50", "completed"]
@@ -103,7 +107,7 @@ def test_diff_finds_the_first_divergent_step_and_exits_1(db):
     result = run_cli(db, "diff", oldest, newest)
     assert result.exit_code == 1
     assert "first difference: episode 1 step 2: action_text, observation" in result.stdout
-    row = [line for line in result.stdout.splitlines() if line.startswith("1   2")][0]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("1   2"))
     assert row.split() == ["1", "2", "world", "there", "0.50", "0.50", "true", "true",
                            "action_text,observation"]
 

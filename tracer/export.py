@@ -8,10 +8,11 @@ line first and writing everything in one transaction, so a bad file leaves the d
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tracer import queries
 from tracer.store import Store, TraceError, dumps
