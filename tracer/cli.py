@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -83,7 +84,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 @contextmanager
-def reading(db_path: str) -> Iterator["Store"]:
+def reading(db_path: str) -> Iterator[Store]:
     """Open an existing database read-only; name it in every error that happens meanwhile."""
     import sqlite3
 
