@@ -13,8 +13,13 @@ from validator.grammar import EndLine, StepLine, parse
 
 
 def protocol_ok(stdout: str) -> list:
-    """Parse every stdout line as a protocol line and check the episode shape."""
-    assert stdout.endswith("\n")
+    """Check stdout with ``validator check`` (as a grader's CI would) and return its lines."""
+    from click.testing import CliRunner
+
+    from validator.cli import cli as validator_cli
+
+    checked = CliRunner().invoke(validator_cli, ["check", "-"], input=stdout)
+    assert checked.exit_code == 0, checked.output
     lines = [parse(line) for line in stdout.splitlines()]
     assert lines[0].kind == "START" and lines[-1].kind == "END"
     steps = [line for line in lines if isinstance(line, StepLine)]

@@ -19,7 +19,12 @@ def config(tmp_path: Path, **kwargs) -> Config:
 
 
 def log_of(capsys) -> tuple[list, str]:
+    """Return the protocol lines printed (after checking them as ``validator check`` does)."""
+    from validator import check_lines
+
     out, err = capsys.readouterr()
+    report = check_lines(out.splitlines(keepends=True))
+    assert report.ok, report.problems
     return [parse(line) for line in out.splitlines()], err
 
 
