@@ -27,17 +27,17 @@ MAX_LINE_LENGTH = 32 << 20
 _BAD_BYTES = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 _BAD_CHARS = ("\x85", "\u2028", "\u2029")
 _REPLACE = str.maketrans({c: "\ufffd" for c in grammar.FORBIDDEN_CHARS})
-_NUMBERS = [str(n) for n in range(1, 10_001)]  # step numbers, the common case precomputed
+_NUMBERS = tuple(str(n) for n in range(1, 10_001))  # step numbers, the common case precomputed
 _BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
                 "\x0c": "form feed (\\f)", "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
                 "\x85": "next line (U+0085)", "\u2028": "line separator (U+2028)",
                 "\u2029": "paragraph separator (U+2029)"}
 
 
-def _numbers(first: int, count: int) -> list[str]:
+def _numbers(first: int, count: int) -> tuple[str, ...]:
     if first + count <= len(_NUMBERS):
         return _NUMBERS[first - 1:first - 1 + count]
-    return list(map(str, range(first, first + count)))
+    return tuple(map(str, range(first, first + count)))
 
 
 class Checker:
@@ -217,7 +217,7 @@ class Checker:
         if text is None:
             self._slow_block(block)
         else:
-            self._fast_block(text)
+            self._fast_block("\n" + text)
 
     def _slow_block(self, block: bytes) -> None:
         for raw in block.split(b"\n")[:-1]:
@@ -240,33 +240,60 @@ class Checker:
             self.lineno = lineno
 
     def _fast_block(self, text: str) -> None:
-        """Check decoded lines free of forbidden characters: runs of [STEP] lines at once."""
+        """Check decoded lines free of forbidden characters; ``text`` starts with a ``\n``.
+
+        Inside an episode, all lines up to the next [END] are tried at once: when the first
+        starts ``[STEP] step=<next> action=``, each holds ``" reward="`` once and
+        ``STEP_TAILS_RE`` finds one tail per line, they are valid [STEP] lines and only their
+        numbers, rewards and done flags need looking at.
+        """
         episodes = self.episodes
-        run = grammar.STEP_RUN_RE.match
-        numbers = grammar.STEP_NUMBER_RE.findall
-        rewards = grammar.STEP_REWARD_RE.findall
-        pos, size, lineno = 0, len(text), self.lineno
-        while pos < size:
+        tails = grammar.STEP_TAILS_RE.findall
+        end_head = grammar.END_HEADS_RE[self.end_kind].match
+        start_line = grammar.START_RE.fullmatch
+        last, lineno = len(text) - 1, self.lineno
+        pos = 0  # the "\n" before the next line
+        while pos < last:
             if episodes.open_line and not episodes.done_line:
-                end = run(text, pos).end()
-                if end > pos:
-                    count = text.count("\n", pos, end)
-                    found = numbers(text, pos, end)
-                    printed = rewards(text, pos, end)
-                    if (len(printed) == count and len(found) == count
-                            and found == _numbers(episodes.next_step, count)):
-                        episodes.run(count, printed)
-                    else:  # ambiguous or misnumbered lines: one at a time, with messages
-                        for offset, line in enumerate(text[pos:end - 1].split("\n"), 1):
-                            self._line(line, lineno + offset)
-                    lineno += count
+                end = text.find("\n[END]", pos)
+                if end < 0:
+                    end = last
+                count = text.count("\n", pos + 1, end + 1)
+                if count:
+                    first = episodes.next_step
+                    if (text.startswith(f"\n[STEP] step={first} action=", pos)
+                            and text.count(" reward=", pos, end) == count):
+                        found = tails(text, pos, end + 1)
+                        if len(found) == count:
+                            rewards, done, numbers = zip(*found)
+                            if numbers == _numbers(first + 1, count - 1) + ("",) and (
+                                    "true" not in done[:-1]):
+                                episodes.run(count, rewards,
+                                             lineno + count if done[-1] == "true" else 0)
+                                pos, lineno = end, lineno + count
+                                continue
+                    # Not all plain [STEP] lines: one at a time, with messages.
+                    for line in text[pos + 1:end].split("\n"):
+                        lineno += 1
+                        self._line(line, lineno)
                     pos = end
-                    if pos >= size:
-                        break
-            newline = text.index("\n", pos)
+                    continue
+            newline = text.index("\n", pos + 1)
             lineno += 1
-            self._line(text[pos:newline], lineno)
-            pos = newline + 1
+            start = pos + 1
+            pos = newline
+            # The common [END] and [START] lines, without building messages.
+            if episodes.open_line:
+                m = end_head(text, start, newline)
+                if m and m[1] == str(episodes.count) and (
+                        text[m.end():newline] == episodes.rewards.joined()) and (
+                        not self.open_score or 0.0 < float(m[2]) < 1.0):
+                    episodes.close(lineno)
+                    continue
+            elif start_line(text, start, newline):
+                episodes.start(lineno)
+                continue
+            self._line(text[start:newline], lineno)
         self.lineno = lineno
 
     # -- one line -------------------------------------------------------------------------
@@ -276,7 +303,7 @@ class Checker:
         episodes = self.episodes
         if line.startswith("[STEP] "):
             m = grammar.STEP_GREEDY_RE.fullmatch(line)
-            if m and len(grammar.STEP_REWARD_RE.findall(line)) == 1:
+            if m and (line.count(" reward=") == 1 or len(grammar.STEP_SEPARATOR.findall(line)) == 1):
                 episodes.step(lineno, int(m[1]), 13, m[3], m[4] == "true")
                 return
         elif line.startswith("[START] "):

@@ -74,3 +74,7 @@ def schema(name: str) -> None:
     from validator.schema import dumps, load
 
     click.echo(dumps(load(name)), nl=False)
+
+
+if __name__ == "__main__":
+    cli()

@@ -34,6 +34,10 @@ class _Rewards:
             self.hash = hashlib.blake2b(",".join(self.parts).encode())
             self.parts = []
 
+    def joined(self) -> str | None:
+        """Return the rewards joined with commas, or None if they are only kept as a hash."""
+        return None if self.hash is not None or not self.known else ",".join(self.parts)
+
     def differs(self, printed: str, count: int) -> str | None:
         """Return why ``printed`` (the [END] rewards=) differs, or None if it is the same."""
         if self.hash is not None:
@@ -111,12 +115,14 @@ class Episodes:
         if done and not self.done_line:
             self.done_line = line
 
-    def run(self, count: int, rewards: list[str]) -> None:
-        """Take ``count`` [STEP] lines numbered from ``next_step``, none done, all valid."""
+    def run(self, count: int, rewards: tuple[str, ...], done_line: int) -> None:
+        """Take ``count`` valid [STEP] lines numbered from ``next_step``; only the last may
+        have done=true, at ``done_line`` (0 if none has)."""
         self.steps += count
         self.count += count
         self.next_step += count
         self.rewards.add(",".join(rewards))
+        self.done_line = done_line
 
     def end(self, line: int, steps: int | None, steps_col: int, rewards: str | None,
             rewards_col: int) -> None:
@@ -130,6 +136,13 @@ class Episodes:
             why = self.rewards.differs(rewards, self.count)
             if why:
                 self.report("E308", line, rewards_col, why)
+        self.open_line = 0
+        self.last_end = line
+        self.outside_reported = False
+        self.rewards = _Rewards()
+
+    def close(self, line: int) -> None:
+        """Close the open episode at an [END] line that the caller found fully valid."""
         self.open_line = 0
         self.last_end = line
         self.outside_reported = False
