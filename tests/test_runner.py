@@ -120,3 +120,52 @@ def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys)
     assert main({"TRACE_DB": str(tmp_path)}) == 2
     out, err = capsys.readouterr()
     assert out == "" and "TRACE_DB" in err
+
+
+def picky_env():
+    """An env that reports ``last_action_error`` when the message has no 'ok' in it."""
+    from openenv.core.env_server.http_server import create_app
+    from pydantic import Field
+
+    from tracer.echo_env import EchoAction, EchoEnvironment, EchoObservation
+    from tracer.servers import BackgroundServer
+
+    class PickyObservation(EchoObservation):
+        last_action_error: str | None = Field(default=None)
+
+    class Picky(EchoEnvironment):
+        def step(self, action):
+            obs = super().step(action)
+            error = None if "ok" in action.message else "message must say ok\nplease"
+            return PickyObservation(**obs.model_dump(), last_action_error=error)
+
+    return BackgroundServer(create_app(Picky, EchoAction, PickyObservation), "picky env")
+
+
+def test_error_field_carries_the_envs_last_action_error(tmp_path, capsys):
+    with picky_env() as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=2))
+    lines, _ = log_of(capsys)
+    assert code == 0
+    assert lines[1].error == "message must say ok\\nplease"  # escaped, still one line
+    (step, _) = sqlite_utils.Database(tmp_path / "traces.db")["steps"].rows
+    assert step["error"] == "message must say ok\nplease"  # the database keeps it raw
+
+
+def test_a_failed_llm_attempt_is_retried_recorded_and_replayed_the_same(tmp_path, capsys):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    with BackgroundServer(create_standin_app(fail_first=1)) as flaky_llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=flaky_llm.url + "/v1", max_steps=2))
+    recorded, _ = capsys.readouterr()
+    assert code == 0
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    assert [(c["step"], c["status_code"]) for c in db.query(
+        "select step, status_code from llm_calls order by position")] == [(1, 500), (1, 200), (2, 200)]
+    result = CliRunner().invoke(cli, ["replay", "latest", "--offline", "--db", str(tmp_path / "traces.db")])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == recorded
