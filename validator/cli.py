@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import click
 
@@ -39,7 +40,7 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
 
     if open_score and profile == "openenv-noscore":
         raise click.UsageError("--open-score needs a profile with score= (--profile openenv)")
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     options = {"profile": profile, "open_score": open_score, "allow_other_lines": allow_other_lines}
     writer = (JsonWriter(out, options) if fmt == "json"
               else GithubWriter(out) if fmt == "github" else TextWriter(out))
@@ -47,15 +48,15 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
     for path in paths:
         name = "<stdin>" if path == "-" else path
         try:
-            stream = click.get_binary_stream("stdin") if path == "-" else open(path, "rb")
+            stream = nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")
         except OSError as e:
             click.echo(f"validator: cannot read {name}: {e.strerror or e}", err=True)
             io_error = True
             continue
         writer.begin(name)
         try:
-            with stream:
-                report = check_stream(stream, name, on_problem=writer.problem, max_problems=0,
+            with stream as data:
+                report = check_stream(data, name, on_problem=writer.problem, max_problems=0,
                                       max_line_length=max_line_length, **options)
         except OSError as e:
             click.echo(f"validator: cannot read {name}: {e.strerror or e}", err=True)
