@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import sqlite_utils
 
-from tests.conftest import SECRET, free_port, start_inference
+from tests.conftest import SECRET, start_inference
 from validator.grammar import EndLine, StepLine, parse
 
 

@@ -10,14 +10,14 @@ import json
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
-from validator.grammar import EndLine, StartLine, StepLine
+from dataclasses import dataclass, field
+from typing import Any
 
 from tracer.recorder import Recorder
 from tracer.store import now
+from validator.grammar import EndLine, StartLine, StepLine
 
 SYSTEM_PROMPT = (
     "You are an agent acting in an OpenEnv environment.\n"

@@ -6,8 +6,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
 
 DEFAULT_API_BASE_URL = "https://router.huggingface.co/v1"
 DEFAULT_MODEL = "Qwen/Qwen2.5-72B-Instruct"
@@ -41,7 +41,7 @@ class Config:
     trace_db: str = "traces/traces.db"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Read the configuration from ``environ`` (default ``os.environ``) or raise ConfigError."""
         env = dict(os.environ if environ is None else environ)
 
@@ -78,7 +78,7 @@ class Config:
         )
 
     @classmethod
-    def from_public(cls, data: dict) -> "Config":
+    def from_public(cls, data: dict) -> Config:
         """Rebuild a configuration from ``public()`` as stored with a run (no key)."""
         known = {f for f in cls.__dataclass_fields__ if f != "api_key"}
         values = {k: v for k, v in data.items() if k in known}

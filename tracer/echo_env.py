@@ -13,9 +13,9 @@ from tracer.openenv_import import import_openenv
 
 import_openenv()
 
-from openenv.core.env_server.interfaces import Environment  # noqa: E402
-from openenv.core.env_server.types import Action, Observation, State  # noqa: E402
-from pydantic import Field  # noqa: E402
+from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.types import Action, Observation, State
+from pydantic import Field
 
 BENCHMARK = "echo"
 

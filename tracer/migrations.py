@@ -5,7 +5,7 @@ Never edit a migration that has shipped: add the next one. ``MIGRATIONS`` is the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import sqlite_utils
 

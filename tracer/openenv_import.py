@@ -18,7 +18,7 @@ def import_openenv() -> None:
         return
     wanted = os.environ.get("ENABLE_WEB_INTERFACE", "").lower() in ("true", "1", "yes")
     if wanted or "gradio" in sys.modules:
-        import openenv.core  # noqa: F401
+        import openenv.core
         return
     sys.modules["gradio"] = None  # type: ignore[assignment]  # makes `import gradio` fail fast
     try:

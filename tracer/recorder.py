@@ -5,8 +5,9 @@ from __future__ import annotations
 import platform
 import sqlite3
 import sys
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 from tracer.store import Store, TraceError, redact
 from tracer.transport import Exchange, request_hash

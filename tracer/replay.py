@@ -9,8 +9,9 @@ request against the recorded one's hash. The env is live (started as recorded) o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import httpx
 
@@ -235,7 +236,7 @@ def replay_run(
             if offline:
                 offline_env = OfflineEnv(episode, steps)
                 schema = (run["env_schema"] or {}).get("action")
-                open_env, action_schema = (lambda: offline_env), (lambda: schema)
+                open_env, action_schema = (lambda e=offline_env: e), (lambda s=schema: s)
             else:
                 open_env, action_schema = env.open, env.action_schema
             settings = settings_for(config, episode["task"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 

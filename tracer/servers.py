@@ -19,7 +19,7 @@ class BackgroundServer:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         """Start serving and return once the port accepts connections."""
         import uvicorn
 
@@ -50,7 +50,7 @@ class BackgroundServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,19 +5,16 @@ end offline; tests use it as their local LLM server. The reply is a pure functio
 request's messages, so two runs with the same prompts get the same completions.
 """
 
+import asyncio
 import hashlib
 import json
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 STANDIN_MODEL = "openenv-tracer-stand-in"
-WORDS = (
-    "bright signals travel across quiet rivers while patient engineers record every careful "
-    "step of the long journey through echoing valleys and open fields of measured data"
-).split()
+WORDS = ["bright", "signals", "travel", "across", "quiet", "rivers", "while", "patient", "engineers", "record", "every", "careful", "step", "of", "the", "long", "journey", "through", "echoing", "valleys", "and", "open", "fields", "of", "measured", "data"]
 
 
 def standin_reply(messages: list[dict[str, Any]]) -> str:
@@ -68,7 +65,7 @@ def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | N
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         if delay_s:
-            time.sleep(delay_s)
+            await asyncio.sleep(delay_s)
         if len(app.state.requests) <= fail_first:
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}},
                                 status_code=500)
