@@ -54,7 +54,7 @@ def _write_run(path: str, steps: int) -> None:
 
 def test_several_processes_record_into_one_file_and_lose_nothing(tmp_path):
     path = str(tmp_path / "shared.db")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     workers = [ctx.Process(target=_write_run, args=(path, 150)) for _ in range(4)]
     for worker in workers:
         worker.start()
