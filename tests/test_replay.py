@@ -127,3 +127,16 @@ def test_unknown_run_and_missing_database_exit_2_in_one_line(tmp_path):
     assert unknown.exit_code == 2 and unknown.stderr.strip() == "Error: no run 'zzz'"
     missing = replay(str(tmp_path / "nope.db"), "latest")
     assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_corrupt_row_exits_2_before_anything_is_written(tmp_path):
+    db, _ = record(tmp_path)
+    database = sqlite_utils.Database(db)
+    database.execute("update llm_calls set request = '{not json' where position = 2")
+    database.conn.commit()
+    runs_before = database["runs"].count
+    result = replay(db, "latest", "--offline")
+    assert result.exit_code == 2
+    assert "column request is not valid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert sqlite_utils.Database(db)["runs"].count == runs_before

@@ -17,7 +17,7 @@ import httpx
 
 from tracer.agent import Outcome, StopEpisode, run_episode
 from tracer.config import Config
-from tracer.queries import episode_rows, llm_call_rows, run_row, step_rows
+from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
 from tracer.runner import EnvProvider, llm_client, settings_for
 from tracer.store import Store, TraceError
@@ -81,10 +81,13 @@ class ReplayTransport(httpx.BaseTransport):
     """Answers the n-th request of an episode with the n-th recorded response; no network."""
 
     def __init__(self, calls: list[dict[str, Any]], lenient: bool = False):
-        self.calls = calls
         self.lenient = lenient
+        self.begin(calls)
+
+    def begin(self, calls: list[dict[str, Any]]) -> None:
+        """Serve the recorded exchanges of the next episode, from its first."""
+        self.calls = calls
         self.position = 0
-        self.step = 0  # set by the loop's recorder hook, for messages
         self.differences: list[tuple[int, str]] = []  # (step, what differs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -204,6 +207,31 @@ def compare_steps(recorded: list[dict[str, Any]], outcome: Outcome) -> list[tupl
     return out
 
 
+@dataclass
+class RecordedEpisode:
+    """One recorded episode with everything a replay serves or compares."""
+
+    episode: dict[str, Any]
+    steps: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+    lines: list[str]
+
+
+def load_recording(store: Store, run_id: str) -> tuple[dict[str, Any], list[RecordedEpisode]]:
+    """Read a run and all its episodes up front, so a corrupt row fails before any write."""
+    run = run_row(store, run_id)
+    if not run["config"]:
+        raise TraceError(f"run {run_id}: has no recorded configuration to replay")
+    episodes = []
+    for episode in episode_rows(store, run_id):
+        for call in (calls := llm_call_rows(store, episode["id"])):
+            decode(call["request"], "llm_calls", call["id"], "request")
+        lines = [r["line"] for r in store.db.query(
+            "select line from lines where episode_id = ? order by id", [episode["id"]])]
+        episodes.append(RecordedEpisode(episode, step_rows(store, episode["id"]), calls, lines))
+    return run, episodes
+
+
 def replay_run(
     store: Store,
     run_id: str,
@@ -215,52 +243,49 @@ def replay_run(
     emit: Callable[[str], None] = lambda line: None,
 ) -> ReplayReport:
     """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
-    run = run_row(store, run_id)
-    if not run["config"]:
-        raise TraceError(f"run {run_id}: has no recorded configuration to replay")
-    config = Config.from_public(run["config"])
-    if env_url:
-        config = Config.from_public({**run["config"], "env_base_url": env_url, "image": None})
+    run, recorded = load_recording(store, run_id)
+    overrides = {"env_base_url": env_url, "image": None} if env_url else {}
+    config = Config.from_public({**run["config"], **overrides})
     recorder = Recorder(store if record else None, store.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
-    source = {"kind": "offline", "replay_of": run_id} if offline else env.source
-    recorder.start_run(config, source, replay_of=run_id)
+    recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
     report = ReplayReport(run_id, recorder.run_id)
-    status = "completed"
+    transport = ReplayTransport([], lenient=lenient)
+    llm = llm_client(config, recorder, transport=transport)
+    recorded_schema = (run["env_schema"] or {}).get("action")
     try:
-        for episode in episode_rows(store, run_id):
-            steps = step_rows(store, episode["id"])
-            calls = llm_call_rows(store, episode["id"])
-            transport = ReplayTransport(calls, lenient=lenient)
-            llm = llm_client(config, recorder, transport=transport)
+        for old in recorded:
+            transport.begin(old.calls)
             if offline:
-                offline_env = OfflineEnv(episode, steps)
-                schema = (run["env_schema"] or {}).get("action")
-                open_env, action_schema = (lambda e=offline_env: e), (lambda s=schema: s)
+                offline_env = OfflineEnv(old.episode, old.steps)
+                open_env, action_schema = (lambda e=offline_env: e), (lambda: recorded_schema)
             else:
                 open_env, action_schema = env.open, env.action_schema
-            settings = settings_for(config, episode["task"])
-            outcome = run_episode(settings, llm, open_env, action_schema, recorder, emit,
-                                  episode["position"])
-            divergences = transport.differences + compare_steps(steps, outcome)
-            if outcome.status != "completed":
-                divergences.append((len(outcome.steps) + 1, outcome.error or outcome.status))
-            if transport.unused and outcome.status == "completed":
-                divergences.append((len(steps) + 1, f"{transport.unused} recorded LLM response(s) were not used"))
-            divergences = _unique(text for _, text in sorted(divergences, key=lambda d: d[0]))
-            recorded_lines = [r["line"] for r in store.db.query(
-                "select line from lines where episode_id = ? order by id", [episode["id"]])]
+            outcome = run_episode(settings_for(config, old.episode["task"]), llm, open_env,
+                                  action_schema, recorder, emit, old.episode["position"])
             report.episodes.append(EpisodeReport(
-                episode["position"], episode["task"], len(steps), len(outcome.steps),
-                divergences, recorded_lines == outcome.lines,
+                old.episode["position"], old.episode["task"], len(old.steps), len(outcome.steps),
+                divergences(old, outcome, transport), old.lines == outcome.lines,
             ))
-            if report.episodes[-1].diverged:
-                status = "failed"
     finally:
         if env is not None:
             env.stop()
-        recorder.finish_run(status, 1 if status != "completed" else 0)
+        recorder.finish_run("failed" if report.diverged else "completed", int(report.diverged))
     return report
+
+
+def divergences(old: RecordedEpisode, outcome: Outcome, transport: ReplayTransport) -> list[str]:
+    """Return what differs between a recorded episode and its replay, earliest step first."""
+    found = transport.differences + compare_steps(old.steps, outcome)
+    if outcome.status != "completed":
+        found.append((len(outcome.steps) + 1, outcome.error or outcome.status))
+    elif transport.unused:
+        found.append((len(old.steps) + 1, f"{transport.unused} recorded LLM response(s) were not used"))
+    if not found and old.lines != outcome.lines:
+        n, a, b = next(((i, a, b) for i, (a, b) in enumerate(zip(old.lines, outcome.lines), 1)
+                        if a != b), (min(len(old.lines), len(outcome.lines)) + 1, None, None))
+        found.append((0, f"stdout line {n} differs: {_short(a, 200)} -> {_short(b, 200)}"))
+    return _unique(text for _, text in sorted(found, key=lambda d: d[0]))
 
 
 def _unique(items: Iterable[str]) -> list[str]:
