@@ -109,10 +109,10 @@ def test_hostile_line_is_rejected_quickly_with_the_right_code():
 def test_line_over_the_limit_is_skipped_not_buffered():
     log = [EPISODE[0], "[STEP] " + "x" * 5000, *EPISODE[1:]]
     report = check_lines(log, max_line_length=1000)
-    assert codes(report) == [("E107", 2, 1), ("E305", 3, 13)] or codes(report)[0] == ("E107", 2, 1)
+    assert codes(report) == [("E107", 2, 1)]  # the skipped line is not counted as a step
 
 
 def test_ambiguous_step_line_is_reported_not_guessed():
-    log = [EPISODE[0], "[STEP] step=1 action=x reward=1.00 done=true error=y reward=0.00 "
-           "done=false error=null", "[END] success=true steps=1 score=0.5 rewards=0.00"]
+    log = [EPISODE[0], ("[STEP] step=1 action=x reward=1.00 done=true error=y reward=0.00 "
+                        "done=false error=null"), "[END] success=true steps=1 score=0.5 rewards=0.00"]
     assert codes(check_lines(log)) == [("E209", 2, 22)]

@@ -32,8 +32,8 @@ EXPECTED = [
     ("real/HellThrall2000__OptiChain-Env__inference_log.log", (), 0, None),
     ("real/Hridyansh7193__Vichaar-Core__inference_output.log", (), 1, "E101"),
     ("real/Jainishd24__OpenEnv-Final__inference_log.log", (), 1, "E101"),
-    ("real/Jugal-lachhwani__OpenENV_Ecommerence_User_Interaction_Agent_Environment"
-     "__inference_output.log", (), 1, "E101"),
+    (("real/Jugal-lachhwani__OpenENV_Ecommerence_User_Interaction_Agent_Environment"
+      "__inference_output.log"), (), 1, "E101"),
     ("real/Kal-MrNobody__warehouse-robot-env__inference_output.log", (), 0, None),
     ("real/Kal-MrNobody__warehouse-robot-env__inference_output.log", ("--open-score",), 1, "E207"),
     ("real/Kal-MrNobody__warehouse-robot-env__inference_remote.log", (), 1, "E101"),
@@ -60,8 +60,8 @@ EXPECTED = [
     ("real/electrifiedchan__SupplyChain-Router__inference_stdout.log", (), 1, "E208"),
     ("real/jayeshpandey01__OpenEnv_Jayesh__README_sample_output.log", (), 1, "E202"),
     ("real/kumarabhik__AegisDesk__RESULTS_md_block.log", (), 1, "E307"),
-    ("real/kushagra240__SmartCity-OpenEnv-Autonomous-Traffic-Control-with-Predictive-"
-     "Intelligence-Emergency-Prioritization__inference_out.log", (), 1, "E101"),
+    (("real/kushagra240__SmartCity-OpenEnv-Autonomous-Traffic-Control-with-Predictive-"
+      "Intelligence-Emergency-Prioritization__inference_out.log"), (), 1, "E101"),
     ("real/malikparth05__openenv-incident-commander__inference_output.log", (), 1, "E101"),
     ("real/nehalpahuja0001__driver-safety__inference_out.log", (), 0, None),
     ("real/oomm00__STRIP__inference_output.log", (), 1, "E307"),

@@ -21,7 +21,7 @@ def codes_reported(tmp_path, log: bytes, *options: str) -> list[str]:
     assert result.exit_code in (0, 1), result.output
     assert (result.exit_code == 0) == (" 0 errors," in result.output.splitlines()[-1])
     return re.findall(r"^run\.log:\d+:\d+: ([EW]\d{3}) ", result.output.replace(str(path), "run.log"),
-                      flags=re.M)
+                      flags=re.MULTILINE)
 
 
 @pytest.mark.parametrize("code", list(CODES))
@@ -56,7 +56,7 @@ def test_example_from_the_issue(tmp_path):
     path.write_bytes(log)
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 1
-    assert f"{path}:2:46: E203 reward must have exactly 2 decimals, got '0.5'" in result.output
+    assert f"{path}:2:42: E203 reward must have exactly 2 decimals, got '0.5'" in result.output
 
 
 def test_a_clean_log_passes_with_a_summary(tmp_path):
@@ -74,7 +74,7 @@ def test_a_clean_log_passes_with_a_summary(tmp_path):
 def test_step_numbering_resyncs_after_one_report():
     log = ["[START] task=t env=e model=m"] + [
         f"[STEP] step={n} action=a reward=0.00 done={'true' if n == 4 else 'false'} error=null"
-        for n in range(0, 5)] + ["[END] success=true steps=5 score=0.5 rewards=" + ",".join(
+        for n in range(5)] + ["[END] success=true steps=5 score=0.5 rewards=" + ",".join(
             ["0.00"] * 5)]
     report = check_lines(log)
     assert [(p.code, p.line, p.col) for p in report.problems] == [("E305", 2, 13)]
@@ -87,7 +87,7 @@ def test_rewards_mismatch_names_the_first_differing_item():
            "[STEP] step=2 action=a reward=-0.00 done=true error=null",
            "[END] success=true steps=2 score=0.5 rewards=0.50,0.00"]
     (problem,) = check_lines(log).problems
-    assert problem.code == "E308" and problem.col == 39
+    assert problem.code == "E308" and problem.col == 46
     assert problem.message == "rewards= item 2 is '0.00' but [STEP] 2 printed reward=-0.00"
 
 

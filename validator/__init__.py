@@ -11,7 +11,7 @@ checking API below is imported on first use, so ``validator --help`` starts fast
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["check_lines", "check_file", "check_stream", "Report", "Problem"]
+__all__ = ["Problem", "Report", "check_file", "check_lines", "check_stream"]
 
 _LAZY = {"check_lines": "validator.check", "check_file": "validator.check",
          "check_stream": "validator.check", "Report": "validator.report",

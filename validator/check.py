@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from validator import grammar
 from validator.codes import CODES

@@ -48,7 +48,7 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
     for path in paths:
         name = "<stdin>" if path == "-" else path
         try:
-            stream = nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")
+            stream = nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")  # noqa: SIM115
         except OSError as e:
             click.echo(f"validator: cannot read {name}: {e.strerror or e}", err=True)
             io_error = True

@@ -8,7 +8,7 @@ the open episode are kept as printed, up to a bound, then only as a hash.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 Report = Callable[[str, int, int, str], None]  # (code, line, col, message)
 
@@ -22,7 +22,7 @@ class _Rewards:
         self.parts: list[str] = []
         self.size = 0
         self.known = True  # False once a [STEP] had no readable reward
-        self.hash: "hashlib._Hash | None" = None
+        self.hash: hashlib._Hash | None = None
 
     def add(self, joined: str) -> None:
         if self.hash is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 #: Characters that would split a line (``str.splitlines``) or are NUL, and their escapes.
 ESCAPES: dict[str, str] = {
@@ -205,7 +205,7 @@ def _define_models() -> None:
             return f"[START] task={self.task} env={self.env} model={self.model}"
 
         @classmethod
-        def parse(cls, line: str) -> "StartLine":
+        def parse(cls, line: str) -> StartLine:
             """Parse one line (no newline) or raise ``GrammarError``."""
             m = START_RE.fullmatch(line)
             if not m:
@@ -253,7 +253,7 @@ def _define_models() -> None:
             )
 
         @classmethod
-        def parse(cls, line: str) -> "StepLine":
+        def parse(cls, line: str) -> StepLine:
             """Parse one line (no newline) or raise ``GrammarError``; ambiguous lines are errors."""
             m = STEP_RE.fullmatch(line)
             if not m:
@@ -298,7 +298,7 @@ def _define_models() -> None:
             return [float(format_reward(r)) for r in value]
 
         @model_validator(mode="after")
-        def _no_rewards_without_steps(self) -> "EndLine":
+        def _no_rewards_without_steps(self) -> EndLine:
             if self.steps == 0 and self.rewards:
                 raise ValueError("rewards must be empty when steps=0")
             return self
@@ -312,7 +312,7 @@ def _define_models() -> None:
             )
 
         @classmethod
-        def parse(cls, line: str) -> "EndLine":
+        def parse(cls, line: str) -> EndLine:
             """Parse one line (no newline) or raise ``GrammarError``."""
             m = END_RE.fullmatch(line)
             if not m:
@@ -326,7 +326,7 @@ def _define_models() -> None:
             )
 
 
-    ProtocolLine = Annotated[Union[StartLine, StepLine, EndLine], Field(discriminator="kind")]
+    ProtocolLine = Annotated[StartLine | StepLine | EndLine, Field(discriminator="kind")]
 
     _PARSERS = {"[START]": StartLine.parse, "[STEP]": StepLine.parse, "[END]": EndLine.parse}
 

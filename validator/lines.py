@@ -72,6 +72,8 @@ def _check(d: Diagnosis, name: str, value: str, col: int, pattern: str) -> bool:
 
 
 def _check_rewards(d: Diagnosis, value: str, col: int) -> None:
+    if not value:
+        return
     offset = 0
     for item in value.split(","):
         if not _FULL[grammar.DECIMAL2].fullmatch(item):
@@ -194,8 +196,8 @@ def _diagnose_step(d: Diagnosis, body: str, start: int) -> None:
     action_col = action_at + len("action=") + 1 if action_at >= 0 else start + 1
     if len(separators) > 1:
         d.problems.append(("E209", action_col,
-                           f"ambiguous [STEP] line: 'reward=... done=... error=' occurs "
-                           f"{len(separators)} times; it cannot be told where action= ends"))
+                           (f"ambiguous [STEP] line: 'reward=... done=... error=' occurs "
+                            f"{len(separators)} times; it cannot be told where action= ends")))
         action_end = separators[0].start()
     elif separators:
         sep = separators[0]
