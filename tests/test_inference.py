@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 import sqlite_utils
 
 from tests.conftest import SECRET, start_inference
@@ -27,8 +28,30 @@ def protocol_ok(stdout: str) -> list:
     return lines
 
 
-def test_offline_default_run_prints_a_valid_log_and_records_it(tmp_path):
-    proc = start_inference(tmp_path, MAX_STEPS="3")
+@pytest.fixture(scope="module")
+def started(tmp_path_factory):
+    """Start the module's inference.py processes together: each takes seconds to import."""
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
+        procs = {}
+        for name in ("offline", "sigterm", "kill"):
+            tmp = tmp_path_factory.mktemp(name)
+            if name == "offline":
+                procs[name] = (tmp, start_inference(tmp, MAX_STEPS="3"))
+            else:
+                procs[name] = (tmp, start_inference(tmp, HF_TOKEN=SECRET, MAX_STEPS="50",
+                                                    API_BASE_URL=slow_llm.url + "/v1"))
+        yield procs
+        for _, proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def test_offline_default_run_prints_a_valid_log_and_records_it(started):
+    tmp_path, proc = started["offline"]
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     lines = protocol_ok(stdout)
@@ -56,16 +79,12 @@ def test_offline_default_run_prints_a_valid_log_and_records_it(tmp_path):
     assert isinstance(end, EndLine) and episode["steps"] == end.steps and bool(episode["success"]) == end.success
 
 
-def test_sigterm_mid_episode_still_ends_with_end_and_keeps_the_steps(tmp_path):
-    from tracer.servers import BackgroundServer
-    from tracer.standin import create_standin_app
-
-    with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
-        proc = start_inference(tmp_path, HF_TOKEN=SECRET, API_BASE_URL=slow_llm.url + "/v1",
-                               MAX_STEPS="50")
-        first = [proc.stdout.readline() for _ in range(3)]  # [START] and two [STEP]s
-        proc.send_signal(signal.SIGTERM)
-        rest, stderr = proc.communicate(timeout=30)
+def test_sigterm_mid_episode_still_ends_with_end_and_keeps_the_steps(started):
+    tmp_path, proc = started["sigterm"]
+    first = [proc.stdout.readline() for _ in range(3)]  # [START] and two [STEP]s
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    rest, stderr = proc.stdout.read(), proc.stderr.read()  # read() keeps what readline buffered
     stdout = "".join(first) + rest
     assert proc.returncode == 1, stderr
     lines = protocol_ok(stdout)
@@ -78,17 +97,13 @@ def test_sigterm_mid_episode_still_ends_with_end_and_keeps_the_steps(tmp_path):
     assert [r["line"] for r in db.query("select line from lines order by id")] == stdout.splitlines()
 
 
-def test_kill_9_loses_nothing_already_printed_and_shows_interrupted(tmp_path):
-    from tracer.servers import BackgroundServer
-    from tracer.standin import create_standin_app
+def test_kill_9_loses_nothing_already_printed_and_shows_interrupted(started):
     from tracer.store import effective_status
 
-    with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
-        proc = start_inference(tmp_path, HF_TOKEN=SECRET, API_BASE_URL=slow_llm.url + "/v1",
-                               MAX_STEPS="50")
-        printed = [proc.stdout.readline() for _ in range(3)]
-        proc.kill()
-        proc.wait(timeout=10)
+    tmp_path, proc = started["kill"]
+    printed = [proc.stdout.readline() for _ in range(3)]
+    proc.kill()
+    proc.wait(timeout=10)
     db = sqlite_utils.Database(tmp_path / "traces.db")
     (run,) = db["runs"].rows
     assert effective_status(run["status"], run["pid"]) == "interrupted"

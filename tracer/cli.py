@@ -29,31 +29,10 @@ if TYPE_CHECKING:
 DEFAULT_DB = "traces/traces.db"  # tracer.store.DEFAULT_DB, kept here so --help imports no store
 
 
-def _import_store() -> None:
-    """Import tracer.store without letting sqlite-utils pull in pandas and numpy.
-
-    sqlite-utils imports both when installed (gradio, an openenv-core dependency, installs them)
-    only to map their types on insert, which tracer never does: that is 0.4 s of every command.
-    The block lasts for this one import, so anything that wants pandas later still gets it.
-    """
-    if "tracer.store" in sys.modules:
-        return
-    blocked = [m for m in ("pandas", "numpy") if m not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import tracer.store  # noqa: F401
-    finally:
-        for name in blocked:
-            if sys.modules.get(name) is None:
-                del sys.modules[name]
-
-
 class TracerGroup(click.Group):
     """A click group that turns every ``TraceError`` into ``Error: <message>`` and exit 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        _import_store()
         import sqlite3
 
         from tracer.store import TraceError

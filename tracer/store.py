@@ -12,15 +12,37 @@ import json
 import os
 import secrets as _secrets
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 
-from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
+
+def _import_sqlite_utils():
+    """Import sqlite-utils without letting it pull in pandas and numpy.
+
+    It imports both when installed (gradio, an openenv-core dependency, installs them) only to
+    map their types on insert, which we never do: that is 0.4 s of every start. The block
+    lasts for this one import, so anything that wants pandas later still gets it.
+    """
+    blocked = [m for m in ("pandas", "numpy") if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails fast
+    try:
+        import sqlite_utils
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE  # noqa: E402
 
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"
