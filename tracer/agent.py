@@ -235,11 +235,15 @@ def run_episode(
     """Run one episode, printing its [START], [STEP]s and an [END] whatever happens."""
     outcome = Outcome()
 
-    def say(line: StartLine | StepLine | EndLine) -> None:
+    def say(line: StartLine | StepLine | EndLine, **step: Any) -> None:
+        """Record and print a line (with its step's row) so that both or neither happen."""
         text = recorder.redact(line.format())
         outcome.lines.append(text)
         with SIGNALS.hold():
-            recorder.record_line(text)
+            if step:
+                recorder.record_step(text, **step)
+            else:
+                recorder.record_line(text)
             emit(text)
 
     recorder.start_episode(position, task=settings.task, benchmark=settings.benchmark,
@@ -271,12 +275,10 @@ def run_episode(
             record = StepRecord(step, action, action_text, result.observation, reward,
                                 bool(result.done), last_action_error(result.observation))
             outcome.steps.append(record)
-            with SIGNALS.hold():
-                recorder.record_step(step=step, action=action, action_text=action_text,
-                                     observation=result.observation, reward=reward,
-                                     done=int(record.done), error=record.error, latency_ms=latency_ms)
-                say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
-                             error=record.error))
+            say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
+                         error=record.error),
+                step=step, action=action, action_text=action_text, observation=result.observation,
+                reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
             observation, last_reward = result.observation, reward
             history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
         outcome.status = "completed"

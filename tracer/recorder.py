@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
-from tracer.store import Store, TraceError, redact
+from tracer.store import Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
 
@@ -28,7 +28,8 @@ class Recorder:
     """Records a run into ``store``; with ``store=None`` (``TRACE=off``) it records nothing.
 
     A failing write is reported once on stderr and stops recording; the episode goes on,
-    because the protocol log on stdout is what graders read.
+    because the protocol log on stdout is what graders read. LLM exchanges are committed with
+    the next row written (normally their step and its line), one transaction per step.
     """
 
     def __init__(self, store: Store | None, secrets: Iterable[str] = ()):
@@ -38,6 +39,7 @@ class Recorder:
         self.episode_id: int | None = None
         self.step: int = 0
         self._llm_position = 0
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # LLM exchanges not yet written
 
     @property
     def enabled(self) -> bool:
@@ -80,6 +82,7 @@ class Recorder:
 
     def finish_run(self, status: str, exit_code: int, error: str | None = None) -> None:
         if self.run_id:
+            self._insert()
             self._write("finish_run", self.run_id, status, exit_code, error)
 
     def start_episode(self, position: int, **fields: Any) -> None:
@@ -91,23 +94,33 @@ class Recorder:
 
     def update_episode(self, **fields: Any) -> None:
         if self.episode_id:
+            self._insert()
             self._write("update_episode", self.episode_id, **fields)
 
-    def record_step(self, **fields: Any) -> None:
+    def _insert(self, *rows: tuple[str, dict[str, Any]]) -> None:
+        """Write ``rows`` and any pending LLM exchanges in one transaction."""
+        rows, self._pending = [*self._pending, *rows], []
+        if rows:
+            self._write("insert_rows", rows)
+
+    def record_step(self, line: str, **fields: Any) -> None:
+        """Record one env step together with the [STEP] line printed for it."""
         if self.episode_id:
-            self._write("record_step", self.run_id, self.episode_id, **fields)
+            ids = {"run_id": self.run_id, "episode_id": self.episode_id}
+            self._insert(("steps", {**ids, **fields}),
+                         ("lines", {**ids, "line": line, "printed_at": now()}))
 
     def record_line(self, line: str) -> None:
         if self.run_id:
-            self._write("record_line", self.run_id, self.episode_id, line)
+            self._insert(("lines", {"run_id": self.run_id, "episode_id": self.episode_id,
+                                    "line": line, "printed_at": now()}))
 
     def on_exchange(self, exchange: Exchange) -> None:
         """Record one LLM HTTP exchange (the transport calls this)."""
         self._llm_position += 1
         if not self.run_id:
             return
-        self._write(
-            "record_llm_call",
+        self._pending.append(("llm_calls", dict(
             run_id=self.run_id,
             episode_id=self.episode_id,
             step=self.step,
@@ -122,4 +135,4 @@ class Recorder:
             latency_ms=round(exchange.latency_ms, 3),
             error=exchange.error,
             started_at=exchange.started_at,
-        )
+        )))

@@ -167,6 +167,8 @@ def run(config: Config) -> int:
             status, exit_code = "interrupted", 1
         finally:
             recorder.finish_run(status, exit_code)
+            if store is not None:
+                store.close()  # checkpoints the WAL, so a copy of the file alone is complete
     return exit_code
 
 

@@ -1,8 +1,8 @@
 """The trace database: opening, migrating, and every write, with secrets redacted.
 
-Every row goes through ``Store._insert``/``Store._update``, which redact secrets and commit
-at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already written
-and several processes can record into one file.
+Every row goes through ``Store.insert_rows``/``Store._update``, which redact secrets and
+commit at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already
+written and several processes can record into one file.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             self.db = sqlite_utils.Database(conn)
             self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+            self._insert_sql: dict[tuple, str] = {}
             self._migrate(write=create)
         except sqlite3.DatabaseError as exc:
             raise TraceError(f"{self.path}: not a trace database ({exc})") from None
@@ -155,15 +156,32 @@ class Store:
         """Return ``value`` with every known secret replaced by ``[REDACTED]``."""
         return redact(value, self.secrets)
 
-    def _insert(self, table: str, row: dict[str, Any]) -> int:
-        row = {k: self.redact(v) for k, v in row.items()}
+    def insert_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Insert ``(table, row)`` pairs in one committed transaction; return their rowids.
+
+        Plain prepared INSERTs: sqlite-utils' ``insert`` inspects the table on every call
+        (about seven statements a row), which made recording cost 2.3x as much.
+        """
+        ids = []
         with self.transaction():
-            return self.db[table].insert(row).last_pk
+            for table, row in rows:
+                key = (table, tuple(row))
+                sql = self._insert_sql.get(key)
+                if sql is None:
+                    columns = ", ".join(f"[{c}]" for c in row)
+                    sql = self._insert_sql[key] = (
+                        f"insert into [{table}] ({columns}) values ({', '.join('?' * len(row))})")
+                ids.append(self.db.conn.execute(sql, [self.redact(v) for v in row.values()]).lastrowid)
+        return ids
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        return self.insert_rows([(table, row)])[0]
 
     def _update(self, table: str, pk: Any, row: dict[str, Any]) -> None:
-        row = {k: self.redact(v) for k, v in row.items()}
+        assignments = ", ".join(f"[{c}] = ?" for c in row)
         with self.transaction():
-            self.db[table].update(pk, row)
+            self.db.conn.execute(f"update [{table}] set {assignments} where [id] = ?",
+                                 [*(self.redact(v) for v in row.values()), pk])
 
     def start_run(self, **fields: Any) -> str:
         """Insert a run with status ``running``; return its id."""
