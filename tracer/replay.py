@@ -66,15 +66,16 @@ def _text_change(a: str, b: str) -> str:
     return f"at character {i + 1}: {a[start:i + 40]!r} -> {b[start:i + 40]!r}"
 
 
+# retry-after-ms: a recorded failure is retried at once, as the recording's next exchange.
+_HEADERS = {stream: httpx.Headers({"content-type": "text/event-stream" if stream else "application/json",
+                                   "retry-after-ms": "1"}) for stream in (False, True)}
+
+
 def _response_from(call: dict[str, Any]) -> httpx.Response:
     if call["status_code"] is None:  # the recorded attempt never got an answer
         raise httpx.ConnectError(call["error"] or "recorded connection failure")
-    content_type = "text/event-stream" if call["stream"] else "application/json"
-    return httpx.Response(
-        call["status_code"],
-        headers={"content-type": content_type, "retry-after-ms": "1"},
-        content=(call["response"] or "").encode(),
-    )
+    return httpx.Response(call["status_code"], headers=_HEADERS[bool(call["stream"])],
+                          content=(call["response"] or "").encode())
 
 
 class ReplayTransport(httpx.BaseTransport):
@@ -91,14 +92,16 @@ class ReplayTransport(httpx.BaseTransport):
         self.differences: list[tuple[int, str]] = []  # (step, what differs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.read() or b"null")
+        raw = request.read()
         if self.position >= len(self.calls):
             raise StopEpisode(
                 f"LLM call #{self.position + 1} has no recorded response: the recording "
                 f"has {len(self.calls)} for this episode"
             )
         call = self.calls[self.position]
-        if request_hash(body) != call["request_hash"]:
+        # The stored body is usually the exact text sent: then no JSON parse and no hash.
+        if raw.decode("utf-8", "replace") != call["request"] and (
+                request_hash(body := json.loads(raw or b"null")) != call["request_hash"]):
             changes = json_diff(json.loads(call["request"]), body)
             difference = (f"step {call['step']}: LLM request #{self.position + 1} differs from "
                           "the recording:" + "".join(f"\n      {c}" for c in changes[:MAX_DIFFS]))
