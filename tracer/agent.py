@@ -285,11 +285,9 @@ def run_episode(
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
-    except StopEpisode as exc:
-        outcome.status, outcome.error = "failed", str(exc)
-        print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
-    except Exception as exc:
-        outcome.status, outcome.error = "failed", recorder.redact(_describe(exc))
+    except (StopEpisode, Exception) as exc:
+        message = str(exc) if isinstance(exc, StopEpisode) else _describe(exc)
+        outcome.status, outcome.error = "failed", recorder.redact(message)
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     finally:
         if env is not None:

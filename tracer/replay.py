@@ -159,7 +159,6 @@ class EpisodeReport:
     recorded_steps: int
     replayed_steps: int
     divergences: list[str] = field(default_factory=list)
-    lines_identical: bool = True
 
     @property
     def diverged(self) -> bool:
@@ -268,7 +267,7 @@ def replay_run(
                                   action_schema, recorder, emit, old.episode["position"])
             report.episodes.append(EpisodeReport(
                 old.episode["position"], old.episode["task"], len(old.steps), len(outcome.steps),
-                divergences(old, outcome, transport), old.lines == outcome.lines,
+                divergences(old, outcome, transport),
             ))
     finally:
         if env is not None:
