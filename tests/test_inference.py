@@ -36,7 +36,7 @@ def started(tmp_path_factory):
 
     with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
         procs = {}
-        for name in ("offline", "sigterm", "kill"):
+        for name in ("offline", "SIGTERM", "SIGINT", "kill"):
             tmp = tmp_path_factory.mktemp(name)
             if name == "offline":
                 procs[name] = (tmp, start_inference(tmp, MAX_STEPS="3"))
@@ -79,10 +79,11 @@ def test_offline_default_run_prints_a_valid_log_and_records_it(started):
     assert isinstance(end, EndLine) and episode["steps"] == end.steps and bool(episode["success"]) == end.success
 
 
-def test_sigterm_mid_episode_still_ends_with_end_and_keeps_the_steps(started):
-    tmp_path, proc = started["sigterm"]
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_episode_still_ends_with_end_and_keeps_the_steps(started, signal_name):
+    tmp_path, proc = started[signal_name]
     first = [proc.stdout.readline() for _ in range(3)]  # [START] and two [STEP]s
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signal_name))
     proc.wait(timeout=30)
     rest, stderr = proc.stdout.read(), proc.stderr.read()  # read() keeps what readline buffered
     stdout = "".join(first) + rest
