@@ -1,7 +1,6 @@
 """The Python API: check_lines / check_file, streaming in any chunking, hostile input."""
 
 import random
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,12 +96,11 @@ def test_step_after_done_and_second_start_and_missing_end():
     assert [c for c, _, _ in codes(check_lines(log))] == ["E306", "E303", "E304"]
 
 
-def test_hostile_line_is_rejected_quickly_with_the_right_code():
+def test_hostile_line_is_rejected_with_the_right_code():
+    # How fast is measured by bench/bench_validator.py (20 MB), not here.
     body = "reward= reward=0.5 done= error= ==" * 30_000  # ~1 MB of near-separators
     line = f"[STEP] step=1 action={body} reward=0.5 done=true"
-    started = time.perf_counter()
     report = check_lines(["[START] task=t env=e model=m", line])
-    assert time.perf_counter() - started < 5
     assert [c for c, _, _ in codes(report)][:1] == ["E203"]
 
 
@@ -116,3 +114,49 @@ def test_ambiguous_step_line_is_reported_not_guessed():
     log = [EPISODE[0], ("[STEP] step=1 action=x reward=1.00 done=true error=y reward=0.00 "
                         "done=false error=null"), "[END] success=true steps=1 score=0.5 rewards=0.00"]
     assert codes(check_lines(log)) == [("E209", 2, 22)]
+
+
+def line_by_line(lines):
+    """The report of the per-line path alone (no block fast path), for comparison."""
+    checker = Checker()
+    for n, line in enumerate(lines, 1):
+        checker._line(line, n)
+    checker.lineno = len(lines)
+    return checker.close()
+
+
+# Lines the block fast path must not take for valid, next to the ones it should.
+LINE_KINDS = [
+    lambda n, r: f"[STEP] step={n} action=move({n}) reward={r} done=false error=null",
+    lambda n, r: f"[STEP] step={n} action=say('reward={r} done=true') reward={r} done=false error=x",
+    lambda n, r: f"[STEP] step={n} action=a reward={r} done=true error=null",
+    lambda n, r: f"[STEP] step={n} action=a reward={r} done=false error=x reward={r} done=false error=y",
+    lambda n, r: f"[STEP] step={n} action=é reward={r} done=false error=\u00e9",
+    lambda n, r: f"[STEP] step={n} action=a reward={r} done=false error=x\u3000",
+    lambda n, r: f"[STEP] step={n} action=a reward={r} done=false error=x ",
+    lambda n, r: f"[STEP] step={n} action=a reward={r} done=false error=",
+    lambda n, r: f"[STEP] step={n} action=unfinished",
+    lambda n, r: f"junk reward={r} done=false error=null",
+    lambda n, r: f"[STEP] step={n + 1} action=a reward={r} done=false error=null",
+    lambda n, r: f"[STEP] step={n} action=a reward={r}0 done=false error=null",
+    lambda n, r: "[START] task=t env=e model=m",
+    lambda n, r: "[START] task=tâche env=e model=m",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(LINE_KINDS) - 1), st.integers(0, 3)), max_size=40),
+       st.integers(0, 2))
+def test_block_fast_path_agrees_with_the_per_line_path(picks, end_kind):
+    """Whatever mix of lines, taking runs of [STEP] lines at once changes no verdict."""
+    lines, rewards = ["[START] task=t env=e model=m"], []
+    for kind, weight in picks:
+        # Mostly plain lines, so that long runs form and then break in every way.
+        kind = 0 if weight else kind
+        reward = f"{len(lines) % 7 - 3}.{len(lines) % 100:02d}"
+        lines.append(LINE_KINDS[kind](len(rewards) + 1, reward))
+        rewards.append(reward)
+    if end_kind:
+        printed = rewards if end_kind == 1 else rewards[:-1]
+        lines.append(f"[END] success=true steps={len(printed)} score=0.5 rewards={','.join(printed)}")
+    assert codes(check_lines(lines)) == codes(line_by_line(lines))

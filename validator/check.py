@@ -27,7 +27,7 @@ MAX_LINE_LENGTH = 32 << 20
 _BAD_BYTES = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 _BAD_CHARS = ("\x85", "\u2028", "\u2029")
 _REPLACE = str.maketrans({c: "\ufffd" for c in grammar.FORBIDDEN_CHARS})
-_NUMBERS = tuple(str(n) for n in range(1, 10_001))  # step numbers, the common case precomputed
+_NUMBERS = tuple(b"%d" % n for n in range(10_001))  # step numbers, the common case precomputed
 _BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
                 "\x0c": "form feed (\\f)", "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
                 "\x85": "next line (U+0085)", "\u2028": "line separator (U+2028)",
@@ -36,8 +36,8 @@ _BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
 
 def _numbers(first: int, count: int) -> tuple[str, ...]:
     if first + count <= len(_NUMBERS):
-        return _NUMBERS[first - 1:first - 1 + count]
-    return tuple(map(str, range(first, first + count)))
+        return _NUMBERS[first:first + count]
+    return tuple(b"%d" % n for n in range(first, first + count))
 
 
 class Checker:
@@ -205,19 +205,19 @@ class Checker:
                               "\\n keeps the \\r (reported once per file)")
                 self.crlf_reported = True
             block = block.replace(b"\r\n", b"\n")
-        text = None
-        if not any(b in block for b in _BAD_BYTES):
+        if any(b in block for b in _BAD_BYTES):
+            self._slow_block(block)
+            return
+        if not block.isascii():
             try:
                 text = block.decode("utf-8")
             except UnicodeDecodeError:
-                pass
-            else:
-                if not block.isascii() and any(c in text for c in _BAD_CHARS):
-                    text = None
-        if text is None:
-            self._slow_block(block)
-        else:
-            self._fast_block("\n" + text)
+                self._slow_block(block)
+                return
+            if any(c in text for c in _BAD_CHARS):
+                self._slow_block(block)
+                return
+        self._fast_block(b"\n" + block)
 
     def _slow_block(self, block: bytes) -> None:
         for raw in block.split(b"\n")[:-1]:
@@ -239,62 +239,85 @@ class Checker:
             self._line(line.translate(_REPLACE), lineno)
             self.lineno = lineno
 
-    def _fast_block(self, text: str) -> None:
-        """Check decoded lines free of forbidden characters; ``text`` starts with a ``\n``.
+    def _fast_block(self, data: bytes) -> None:
+        """Check valid UTF-8 lines free of forbidden characters; ``data`` starts with ``\n``.
 
         Inside an episode, all lines up to the next [END] are tried at once: when the first
         starts ``[STEP] step=<next> action=``, each holds ``" reward="`` once and
-        ``STEP_TAILS_RE`` finds one tail per line, they are valid [STEP] lines and only their
-        numbers, rewards and done flags need looking at.
+        ``STEP_TAILS_BYTES`` chains each line to the next, they are valid [STEP] lines and
+        only their numbers, rewards and done flags need looking at (see ``_step_run``).
         """
         episodes = self.episodes
-        tails = grammar.STEP_TAILS_RE.findall
-        end_head = grammar.END_HEADS_RE[self.end_kind].match
-        start_line = grammar.START_RE.fullmatch
-        last, lineno = len(text) - 1, self.lineno
+        end_head = grammar.END_HEADS_BYTES[self.end_kind].match
+        start_line = grammar.START_BYTES.match
+        last, lineno = len(data) - 1, self.lineno
         pos = 0  # the "\n" before the next line
         while pos < last:
             if episodes.open_line and not episodes.done_line:
-                end = text.find("\n[END]", pos)
+                end = data.find(b"\n[END] success=", pos)  # (a longer needle is found faster)
                 if end < 0:
                     end = last
-                count = text.count("\n", pos + 1, end + 1)
+                count = data.count(b"\n", pos + 1, end + 1)
                 if count:
-                    first = episodes.next_step
-                    if (text.startswith(f"\n[STEP] step={first} action=", pos)
-                            and text.count(" reward=", pos, end) == count):
-                        found = tails(text, pos, end + 1)
-                        if len(found) == count:
-                            rewards, done, numbers = zip(*found)
-                            if numbers == _numbers(first + 1, count - 1) + ("",) and (
-                                    "true" not in done[:-1]):
-                                episodes.run(count, rewards,
-                                             lineno + count if done[-1] == "true" else 0)
-                                pos, lineno = end, lineno + count
-                                continue
-                    # Not all plain [STEP] lines: one at a time, with messages.
-                    for line in text[pos + 1:end].split("\n"):
-                        lineno += 1
-                        self._line(line, lineno)
-                    pos = end
+                    if not self._step_run(data, pos, end, count, lineno):
+                        # Not all plain [STEP] lines: one at a time, with messages.
+                        for line in data[pos + 1:end].split(b"\n"):
+                            lineno += 1
+                            self._line(line.decode("utf-8"), lineno)
+                        pos = end
+                        continue
+                    pos, lineno = end, lineno + count
                     continue
-            newline = text.index("\n", pos + 1)
+            newline = data.index(b"\n", pos + 1)
             lineno += 1
             start = pos + 1
             pos = newline
             # The common [END] and [START] lines, without building messages.
             if episodes.open_line:
-                m = end_head(text, start, newline)
-                if m and m[1] == str(episodes.count) and (
-                        text[m.end():newline] == episodes.rewards.joined()) and (
+                m = end_head(data, start, newline)
+                if m and m[1] == b"%d" % episodes.count and (
+                        data[m.end():newline].decode() == episodes.rewards.joined()) and (
                         not self.open_score or 0.0 < float(m[2]) < 1.0):
                     episodes.close(lineno)
                     continue
-            elif start_line(text, start, newline):
+            elif start_line(data, start, newline + 1):
                 episodes.start(lineno)
                 continue
-            self._line(text[start:newline], lineno)
+            self._line(data[start:newline].decode("utf-8"), lineno)
         self.lineno = lineno
+
+    def _step_run(self, data: bytes, pos: int, end: int, count: int, lineno: int) -> bool:
+        """Take the ``count`` lines after ``data[pos]`` as valid [STEP] lines, if they are.
+
+        They are when: the first starts with the next step's head; the run holds
+        ``" reward="`` ``count`` times; ``STEP_TAILS_BYTES`` matches ``count - 1`` times, each
+        match tying a line's end (``done=false``) to the next line's head, numbered in
+        order; and the last line's end matches ``STEP_TAIL_BYTES``. The matches then use up
+        every line's one ``" reward="``, so each line has exactly one reading.
+        """
+        episodes = self.episodes
+        first = episodes.next_step
+        if not (data.startswith(b"\n[STEP] step=%d action=" % first, pos)
+                and data.count(b" reward=", pos, end) == count):
+            return False
+        found = grammar.STEP_TAILS_BYTES.findall(data, pos, end + 1)
+        if len(found) != count - 1:
+            return False
+        final = data.rfind(b"\n", pos, end)  # before the last line
+        at = data.find(b" reward=", final, end)
+        tail = at > 0 and grammar.STEP_TAIL_BYTES.match(data, at, end + 1)
+        if not tail:
+            return False
+        if found:
+            rewards, numbers = zip(*found)
+            if numbers != _numbers(first + 1, count - 1):
+                return False
+            rewards += (tail[1],)
+        else:
+            rewards = (tail[1],)
+        episodes.run(count, b",".join(rewards).decode(),
+                     lineno + count if tail[2] == b"true" else 0)
+        return True
 
     # -- one line -------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ the open episode are kept as printed, up to a bound, then only as a hash.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 Report = Callable[[str, int, int, str], None]  # (code, line, col, message)
@@ -22,7 +21,7 @@ class _Rewards:
         self.parts: list[str] = []
         self.size = 0
         self.known = True  # False once a [STEP] had no readable reward
-        self.hash: hashlib._Hash | None = None
+        self.hash = None  # a hashlib hash once the rewards are too long to keep
 
     def add(self, joined: str) -> None:
         if self.hash is not None:
@@ -31,6 +30,8 @@ class _Rewards:
         self.parts.append(joined)
         self.size += len(joined) + 1
         if self.size > _KEEP_REWARDS:
+            import hashlib  # rarely needed: not imported at start-up
+
             self.hash = hashlib.blake2b(",".join(self.parts).encode())
             self.parts = []
 
@@ -41,6 +42,8 @@ class _Rewards:
     def differs(self, printed: str, count: int) -> str | None:
         """Return why ``printed`` (the [END] rewards=) differs, or None if it is the same."""
         if self.hash is not None:
+            import hashlib
+
             if hashlib.blake2b(printed.encode()).digest() == self.hash.digest():
                 return None
             return f"rewards= does not match the rewards of the {count} [STEP] lines"
@@ -115,13 +118,13 @@ class Episodes:
         if done and not self.done_line:
             self.done_line = line
 
-    def run(self, count: int, rewards: tuple[str, ...], done_line: int) -> None:
-        """Take ``count`` valid [STEP] lines numbered from ``next_step``; only the last may
-        have done=true, at ``done_line`` (0 if none has)."""
+    def run(self, count: int, rewards: str, done_line: int) -> None:
+        """Take ``count`` valid [STEP] lines numbered from ``next_step``, their ``rewards``
+        joined with commas; only the last may have done=true, at ``done_line`` (0 if none has)."""
         self.steps += count
         self.count += count
         self.next_step += count
-        self.rewards.add(",".join(rewards))
+        self.rewards.add(rewards)
         self.done_line = done_line
 
     def end(self, line: int, steps: int | None, steps_col: int, rewards: str | None,
@@ -146,7 +149,6 @@ class Episodes:
         self.open_line = 0
         self.last_end = line
         self.outside_reported = False
-        self.rewards = _Rewards()
 
     def finish(self, last_line: int) -> None:
         """Apply the rules that need the whole log: the last episode ended, one exists."""

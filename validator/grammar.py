@@ -120,19 +120,36 @@ END_NOSCORE_RE = re.compile(PATTERNS["END_NOSCORE"])
 STEP_GREEDY_RE = re.compile(
     rf"\[STEP\] step=({INTEGER}) action=([^\n]*){_SEPARATOR}([^\n]*[^{WHITESPACE}\x00])"
 )
-#: The streaming checker's fast path: the end of one ``[STEP]`` line and the head of the next,
-#: ``(reward, done, next step or "")``. Used only on text free of ``FORBIDDEN_CHARS`` whose
-#: lines each hold ``" reward="`` once, so each line has one reading and the regex engine
-#: skips the action text with a literal search instead of stepping through it.
-STEP_TAILS_RE = re.compile(
-    rf" reward=({DECIMAL2}) done=({BOOL}) error=[^\n]*[^{WHITESPACE}\x00]\n"
-    rf"(?:\[STEP\] step=({INTEGER}) action=)?"
+#: The streaming checker's fast path works on the log's bytes, so it spells the same rules
+#: for bytes: a name or a message must end in a visible ASCII character there (one ending in
+#: a non-ASCII character is rare and takes the per-line path, which decodes it).
+_VISIBLE_ASCII = r"[^\t-\r\x1c-\x20\x00\x80-\xff]"
+
+
+def _bytes_pattern(pattern: str) -> re.Pattern[bytes]:
+    return re.compile(pattern.encode("ascii"))
+
+
+#: The end of a ``[STEP]`` line with ``done=false`` and the head of the next ``[STEP]`` line,
+#: ``(reward, next step)``. Used only on lines free of ``FORBIDDEN_CHARS`` that each hold
+#: ``" reward="`` once, so each line has one reading and the regex engine skips the action
+#: text with a literal search instead of stepping through it.
+STEP_TAILS_BYTES = _bytes_pattern(
+    rf" reward=({DECIMAL2}) done=false error=[^\n]*{_VISIBLE_ASCII}\n"
+    rf"\[STEP\] step=({INTEGER}) action="
+)
+#: The end of the last ``[STEP]`` line of such a run: ``(reward, done)``.
+STEP_TAIL_BYTES = _bytes_pattern(
+    rf" reward=({DECIMAL2}) done=({BOOL}) error=[^\n]*{_VISIBLE_ASCII}\n"
+)
+START_BYTES = _bytes_pattern(
+    rf"\[START\] task={_VISIBLE_ASCII}+ env={_VISIBLE_ASCII}+ model={_VISIBLE_ASCII}+\n"
 )
 #: The fast path's ``[END]`` line up to ``rewards=``: what follows must then equal the
 #: rewards the [STEP] lines printed (already checked), which makes the line valid.
-END_HEADS_RE = {
-    "END": re.compile(rf"\[END\] success={BOOL} steps=({INTEGER}) score=({SCORE}) rewards="),
-    "END_NOSCORE": re.compile(rf"\[END\] success={BOOL} steps=({INTEGER}) rewards="),
+END_HEADS_BYTES = {
+    "END": _bytes_pattern(rf"\[END\] success={BOOL} steps=({INTEGER}) score=({SCORE}) rewards="),
+    "END_NOSCORE": _bytes_pattern(rf"\[END\] success={BOOL} steps=({INTEGER}) rewards="),
 }
 
 
