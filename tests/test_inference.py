@@ -36,7 +36,7 @@ def started(tmp_path_factory):
 
     with BackgroundServer(create_standin_app(delay_s=0.3)) as slow_llm:
         procs = {}
-        for name in ("offline", "SIGTERM", "SIGINT", "kill"):
+        for name in ("offline", "SIGTERM", "SIGINT", "kill", "closed stdout"):
             tmp = tmp_path_factory.mktemp(name)
             if name == "offline":
                 procs[name] = (tmp, start_inference(tmp, MAX_STEPS="3"))
@@ -111,3 +111,19 @@ def test_kill_9_loses_nothing_already_printed_and_shows_interrupted(started):
     recorded = [r["line"] + "\n" for r in db.query("select line from lines order by id")]
     assert recorded[:3] == printed
     assert db["steps"].count >= 2
+
+
+def test_closed_stdout_stops_the_run_quietly_and_records_it(started):
+    # python inference.py | head -1: the reader goes away after the first line.
+    tmp_path, proc = started["closed stdout"]
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    proc.wait(timeout=30)
+    stderr = proc.stderr.read()
+    assert first.startswith("[START] ") and proc.returncode == 1
+    assert "stdout was closed (broken pipe)" in stderr and "Traceback" not in stderr
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run,) = db["runs"].rows
+    (episode,) = db["episodes"].rows
+    assert run["status"] == "interrupted" and episode["status"] == "interrupted"
+    assert [r["line"] for r in db.query("select line from lines order by id")][-1].startswith("[END] ")

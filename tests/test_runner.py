@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -109,11 +110,26 @@ def test_trace_off_records_nothing(tmp_path, capsys):
     ("MAX_STEPS", "0", "MAX_STEPS: must be at least 1"),
     ("TASKS", "a task", "TASKS: 'a task' contains whitespace"),
     ("TRACE", "maybe", "TRACE: expected on or off"),
+    ("STREAM", "maybe", "STREAM: expected on or off"),
+    ("TEMPERATURE", "nan", "TEMPERATURE: expected a finite number"),
+    ("TEMPERATURE", "inf", "TEMPERATURE: expected a finite number"),
+    ("MAX_TOKENS", "1" + "0" * 400, "MAX_TOKENS: must be at most 1,000,000"),
 ])
 def test_configuration_errors_exit_2_naming_the_variable(variable, value, message, capsys):
     assert main({variable: value}) == 2
     out, err = capsys.readouterr()
     assert out == "" and message in err and "Traceback" not in err
+
+
+def test_dotenv_in_the_working_directory_is_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.environ", {k: v for k, v in os.environ.items()
+                                       if k not in ("TASKS", "MAX_STEPS", "TRACE", "HF_TOKEN", "API_KEY")})
+    (tmp_path / ".env").write_text("TASKS=fromdotenv\nMAX_STEPS=1\nTRACE=off\n")
+    assert main() == 0
+    lines, _ = log_of(capsys)
+    assert lines[0].task == "fromdotenv" and lines[-1].steps == 1
+    assert not (tmp_path / "traces").exists()
 
 
 def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):

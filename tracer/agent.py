@@ -248,9 +248,9 @@ def run_episode(
 
     recorder.start_episode(position, task=settings.task, benchmark=settings.benchmark,
                            model=settings.model, reset_args=settings.reset_args)
-    say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
     env = None
     try:
+        say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
         env = open_env()
         t0 = time.perf_counter()
         result = env.reset(**settings.reset_args)

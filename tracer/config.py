@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-72B-Instruct"
 DEFAULT_TASK = "echo"
 DEFAULT_BENCHMARK = "echo"
 DEFAULT_MAX_STEPS = 8
+MAX_COUNT = 1_000_000  # the most MAX_STEPS and MAX_TOKENS may be
 
 
 class ConfigError(Exception):
@@ -57,9 +59,6 @@ class Config:
             for value in values:
                 if re.search(r"\s", value):
                     raise ConfigError(f"{name}: {value!r} contains whitespace, which the log lines cannot carry")
-        trace = (get("TRACE") or "on").lower()
-        if trace not in ("on", "off", "1", "0", "true", "false"):
-            raise ConfigError(f"TRACE: expected on or off, got {trace!r}")
         return cls(
             api_base_url=get("API_BASE_URL") or DEFAULT_API_BASE_URL,
             model=get("MODEL_NAME") or DEFAULT_MODEL,
@@ -68,12 +67,12 @@ class Config:
             env_base_url=get("ENV_BASE_URL"),
             tasks=tasks,
             benchmark=get("BENCHMARK") or DEFAULT_BENCHMARK,
-            max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS, minimum=1),
+            max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS, minimum=1, maximum=MAX_COUNT),
             temperature=_number(get, "TEMPERATURE", float, 0.7, minimum=0),
-            max_tokens=_number(get, "MAX_TOKENS", int, 150, minimum=1),
+            max_tokens=_number(get, "MAX_TOKENS", int, 150, minimum=1, maximum=MAX_COUNT),
             seed=_number(get, "SEED", int, None),
-            stream=(get("STREAM") or "").lower() in ("1", "on", "true"),
-            trace=trace in ("on", "1", "true"),
+            stream=_flag(get, "STREAM", False),
+            trace=_flag(get, "TRACE", True),
             trace_db=get("TRACE_DB") or "traces/traces.db",
         )
 
@@ -102,7 +101,7 @@ class Config:
         return hashlib.sha256(json.dumps(self.public(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _number(get, name, kind, default, minimum=None):
+def _number(get, name, kind, default, minimum=None, maximum=None):
     raw = get(name)
     if raw is None:
         return default
@@ -110,6 +109,23 @@ def _number(get, name, kind, default, minimum=None):
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum:,}, got {raw!r}")
     return value
+
+
+_FLAGS = {"on": True, "1": True, "true": True, "yes": True,
+          "off": False, "0": False, "false": False, "no": False}
+
+
+def _flag(get, name, default):
+    raw = get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in _FLAGS:
+        raise ConfigError(f"{name}: expected on or off, got {raw!r}")
+    return _FLAGS[raw.lower()]

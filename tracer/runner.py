@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import sys
@@ -25,10 +26,23 @@ def note(message: str) -> None:
     print(f"inference: {message}", file=sys.stderr, flush=True)
 
 
+class StdoutClosed(Interrupted):
+    """Nobody reads stdout any more (``python inference.py | head -1``): the run stops."""
+
+    def __init__(self) -> None:
+        BaseException.__init__(self, "stdout was closed (broken pipe)")
+        self.signum = 0
+
+
 def emit(line: str) -> None:
     """Print one protocol line on stdout, at once."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Later lines (the [END]) and Python's own flush at exit go nowhere, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise StdoutClosed() from None
 
 
 class EnvProvider:
@@ -165,6 +179,9 @@ def run(config: Config) -> int:
         except Interrupted as exc:
             note(f"{exc}: episode ended early")
             status, exit_code = "interrupted", 1
+        except Exception as exc:  # a bug of ours: say it in one line, and record the run as failed
+            note(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
+            status, exit_code = "failed", 1
         finally:
             recorder.finish_run(status, exit_code)
             if store is not None:
@@ -175,9 +192,9 @@ def run(config: Config) -> int:
 def main(environ: dict[str, str] | None = None) -> int:
     """Entry point of ``inference.py``: read the configuration (and ``.env``), then run."""
     if environ is None:
-        from dotenv import load_dotenv
+        from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv()
+        load_dotenv(find_dotenv(usecwd=True))  # the working directory's, not this package's
     try:
         config = Config.from_environ(environ)
     except ConfigError as exc:
