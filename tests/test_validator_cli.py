@@ -61,6 +61,36 @@ def test_json_report_follows_its_schema(tmp_path):
     assert [p["code"] for p in report["files"][1]["problems"]] == ["W101", "W103"]
 
 
+def test_a_file_that_cannot_be_read_is_never_reported_ok(tmp_path):
+    (tmp_path / "a.log").write_bytes(GOOD)
+    paths = [str(tmp_path), str(tmp_path / "a.log")]  # a directory, then a good log
+    text = run("check", *paths)
+    assert text.exit_code == 2
+    assert text.stdout.splitlines()[0] == f"{tmp_path}: NOT CHECKED: cannot read: Is a directory"
+    assert text.stdout.splitlines()[-1] == "2 files: NOT CHECKED: 1 could not be read"
+    as_json = run("check", "--format", "json", *paths)
+    report = json.loads(as_json.stdout)
+    jsonschema.validate(report, load("report"))
+    assert as_json.exit_code == 2 and report["ok"] is False
+    assert report["files"][0]["error"] == "cannot read: Is a directory"
+    assert report["files"][1]["ok"] is True and "error" not in report["files"][1]
+    github = run("check", "--format", "github", str(tmp_path))
+    assert github.stdout.startswith(f"::error file={tmp_path}::cannot read: Is a directory\n")
+
+
+def test_closed_stdout_stops_the_check_quietly(tmp_path):
+    # validator check big.log | head -1: the reader goes away after one line.
+    log = tmp_path / "big.log"
+    log.write_bytes(GOOD.replace(b"0.50 done", b"0.5 done") * 20_000)
+    proc = subprocess.Popen([sys.executable, "-m", "validator.cli", "check", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 2 and first.startswith(str(log).encode())
+    assert stderr == "validator: stdout was closed: the check stopped\n"
+
+
 def test_python_api_report_converts_to_the_same_json():
     report = check_lines(["[START] task=t env=e model=m"])
     assert not report.ok and report.errors == 1 and report.episodes == 1

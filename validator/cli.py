@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
 
@@ -45,26 +46,27 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
     writer = (JsonWriter(out, options) if fmt == "json"
               else GithubWriter(out) if fmt == "github" else TextWriter(out))
     ok, io_error = True, False
-    for path in paths:
-        name = "<stdin>" if path == "-" else path
-        try:
-            stream = nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")  # noqa: SIM115
-        except OSError as e:
-            click.echo(f"validator: cannot read {name}: {e.strerror or e}", err=True)
-            io_error = True
-            continue
-        writer.begin(name)
-        try:
-            with stream as data:
-                report = check_stream(data, name, on_problem=writer.problem, max_problems=0,
-                                      max_line_length=max_line_length, **options)
-        except OSError as e:
-            click.echo(f"validator: cannot read {name}: {e.strerror or e}", err=True)
-            io_error = True
-            report = Report(path=name, errors=1)
-        writer.end(report)
-        ok = ok and report.ok
-    writer.close()
+    try:
+        for path in paths:
+            name = "<stdin>" if path == "-" else path
+            writer.begin(name)
+            try:
+                with nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as data:
+                    report = check_stream(data, name, on_problem=writer.problem, max_problems=0,
+                                          max_line_length=max_line_length, **options)
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                report = Report(path=name, error=f"cannot read: {e.strerror or e}")
+                click.echo(f"validator: {name}: {report.error}", err=True)
+                io_error = True
+            writer.end(report)
+            ok = ok and report.ok
+        writer.close()
+    except BrokenPipeError:  # `validator check big.log | head`: stdout's reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo("validator: stdout was closed: the check stopped", err=True)
+        sys.exit(2)
     sys.exit(2 if io_error else 0 if ok else 1)
 
 

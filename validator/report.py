@@ -39,16 +39,19 @@ class Report:
     steps: int = 0
     errors: int = 0
     warnings: int = 0
+    error: str | None = None  # why the log could not be read (to its end)
 
     @property
     def ok(self) -> bool:
-        """True when the log has no errors (warnings allowed)."""
-        return self.errors == 0
+        """True when the log was read and has no errors (warnings allowed)."""
+        return self.errors == 0 and self.error is None
 
     def summary(self) -> dict[str, Any]:
         """Return the counts and verdict, without the problems."""
-        return {"path": self.path, "ok": self.ok, "lines": self.lines, "episodes": self.episodes,
-                "steps": self.steps, "errors": self.errors, "warnings": self.warnings}
+        summary = {"path": self.path, "ok": self.ok, "lines": self.lines,
+                   "episodes": self.episodes, "steps": self.steps, "errors": self.errors,
+                   "warnings": self.warnings}
+        return summary if self.error is None else {**summary, "error": self.error}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as one entry of the JSON report's ``files``."""
@@ -65,6 +68,8 @@ def _plural(n: int, word: str) -> str:
 
 def summary_line(report: Report) -> str:
     """Return the one-line text summary of a report."""
+    if report.error is not None:
+        return f"{report.path}: NOT CHECKED: {report.error}"
     verdict = "ok" if report.ok else "INVALID"
     return (f"{report.path}: {verdict}: {_plural(report.episodes, 'episode')}, "
             f"{_plural(report.steps, 'step')}, {_plural(report.errors, 'error')}, "
@@ -90,7 +95,9 @@ class TextWriter:
 
     def close(self) -> None:
         if len(self.reports) > 1:
-            total = Report(path=f"{len(self.reports)} files")
+            unread = sum(r.error is not None for r in self.reports)
+            total = Report(path=f"{len(self.reports)} files",
+                           error=f"{unread} could not be read" if unread else None)
             for r in self.reports:
                 total.episodes += r.episodes
                 total.steps += r.steps
@@ -114,6 +121,12 @@ class GithubWriter(TextWriter):
         props = (f"file={_escape_property(self.path)},line={p.line},col={p.col},"
                  f"title={p.code}")
         self.out.write(f"::{p.severity} {props}::{_escape_data(f'{p.code} {p.message}')}\n")
+
+    def end(self, report: Report) -> None:
+        if report.error is not None:
+            self.out.write(f"::error file={_escape_property(self.path)}::"
+                           f"{_escape_data(report.error)}\n")
+        super().end(report)
 
 
 class JsonWriter:
