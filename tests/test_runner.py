@@ -42,19 +42,29 @@ def test_with_a_key_it_calls_the_endpoint_and_stores_no_secret(tmp_path, capsys,
     assert SECRET.encode() not in (tmp_path / "traces.db").read_bytes()
 
 
-def test_a_secret_inside_bodies_and_actions_is_redacted_everywhere(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_secret_inside_bodies_and_actions_is_redacted_everywhere(tmp_path, capsys, monkeypatch,
+                                                                   stream):
     from tracer.servers import BackgroundServer
     from tracer.standin import create_standin_app
 
     monkeypatch.setenv("API_KEY", SECRET)
-    with BackgroundServer(create_standin_app(reply=f"my key is {SECRET}")) as leaky_llm:
-        code = run(config(tmp_path, api_key=SECRET, api_base_url=leaky_llm.url + "/v1", max_steps=2))
+    # Streamed 3 characters per chunk, the repeated key is split across chunks.
+    leaky = create_standin_app(reply=f"my key is {SECRET}", chunk_chars=3)
+    with BackgroundServer(leaky) as leaky_llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=leaky_llm.url + "/v1",
+                          max_steps=2, stream=stream))
     out, err = capsys.readouterr()
     assert code == 0
     assert SECRET not in out and SECRET not in err
     assert "action=my key is [REDACTED]" in out
     for path in tmp_path.iterdir():  # the database and its WAL
         assert SECRET.encode() not in path.read_bytes(), path
+    from tracer.queries import parse_response
+
+    calls = list(sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows)
+    assert [parse_response(c["response"], bool(c["stream"]))[0] for c in calls] == [
+        "my key is [REDACTED]"] * 2
 
 
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):

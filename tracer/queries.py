@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tracer.sse import content_deltas, data_events
 from tracer.store import Store, TraceError, effective_status
 
 LATEST = "latest"
@@ -249,27 +250,11 @@ def parse_response(text: str | None, stream: bool) -> tuple[str | None, dict[str
 def _parse_stream(text: str) -> tuple[str | None, dict[str, Any]]:
     parts: list[str] = []
     usage: dict[str, Any] = {}
-    seen = False
-    for line in text.splitlines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            continue
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            continue  # a torn chunk: show what the stream did carry
-        if not isinstance(chunk, dict):
-            continue
+    for _, chunk in data_events(text):
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content is not None:
-                seen = True
-                parts.append(content)
-    return ("".join(parts) if seen else None), usage
+        parts.extend(delta["content"] for delta in content_deltas(chunk))
+    return ("".join(parts) if parts else None), usage
 
 
 # -- diff -----------------------------------------------------------------------------

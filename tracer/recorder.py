@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
-from tracer.store import Store, TraceError, now, redact
+from tracer.sse import redact_stream
+from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
 
@@ -130,7 +131,10 @@ class Recorder:
             request_hash=request_hash(exchange.request),
             request=exchange.request,
             status_code=exchange.status_code,
-            response=exchange.response,
+            # A stream's chunks can split a secret that the model repeated: redact it whole.
+            response=(redact_stream(exchange.response, self.secrets, REDACTED)
+                      if exchange.stream and isinstance(exchange.response, str)
+                      else exchange.response),
             stream=int(exchange.stream),
             latency_ms=round(exchange.latency_ms, 3),
             error=exchange.error,

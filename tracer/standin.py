@@ -41,12 +41,14 @@ def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
     }
 
 
-def _stream_chunks(body: dict[str, Any], text: str):
+def _stream_chunks(body: dict[str, Any], text: str, chunk_chars: int | None = None):
     base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 0,
             "model": body.get("model", STANDIN_MODEL)}
-    words = text.split(" ")
-    for i, word in enumerate(words):
-        piece = word if i == 0 else " " + word
+    if chunk_chars:
+        pieces = [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+    else:
+        pieces = [word if i == 0 else " " + word for i, word in enumerate(text.split(" "))]
+    for piece in pieces:
         chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
         yield f"data: {json.dumps(chunk)}\n\n"
     last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -54,8 +56,11 @@ def _stream_chunks(body: dict[str, Any], text: str):
     yield "data: [DONE]\n\n"
 
 
-def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | None = None) -> Any:
-    """Return the stand-in's FastAPI app; ``fail_first`` answers that many requests with 500."""
+def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | None = None,
+                       chunk_chars: int | None = None) -> Any:
+    """Return the stand-in's FastAPI app; ``fail_first`` answers that many requests with 500.
+
+    Streams are sent a word per chunk, or ``chunk_chars`` characters per chunk."""
     app = FastAPI()
     app.state.requests = []
 
@@ -71,7 +76,7 @@ def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | N
                                 status_code=500)
         text = reply if reply is not None else standin_reply(body.get("messages", []))
         if body.get("stream"):
-            return StreamingResponse(_stream_chunks(body, text), media_type="text/event-stream")
+            return StreamingResponse(_stream_chunks(body, text, chunk_chars), media_type="text/event-stream")
         return _completion(body, text)
 
     return app
