@@ -175,3 +175,16 @@ def test_no_export_or_show_output_contains_a_secret(tmp_path):
     assert "[REDACTED]" in outputs[3]
     for text in outputs:
         assert TOKEN not in text
+
+
+def test_line_separators_inside_texts_survive_a_round_trip(tmp_path):
+    store = Store(tmp_path / "a.db")
+    run_id = record_run(store, messages=("one\u2028two", "three\x85four"))
+    store.close()
+    exported = tmp_path / "a.jsonl"
+    assert run_cli(tmp_path / "a.db", "export", run_id, "-o", str(exported)).exit_code == 0
+    text = exported.read_text(encoding="utf-8")
+    assert "one\u2028two" in text and "three\x85four" in text  # written as UTF-8, not escaped
+    result = run_cli(tmp_path / "b.db", "import", str(exported))
+    assert result.exit_code == 0, result.stderr
+    assert run_cli(tmp_path / "b.db", "export", run_id).stdout == text

@@ -212,7 +212,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: cannot read ({exc})") from None
     records, seen = [], set()
-    for number, line in enumerate(text.splitlines(), 1):
+    # Split on "\n" only: JSON Lines is "\n"-delimited, and str.splitlines() also splits on
+    # U+2028, U+0085 and others, which JSON strings may hold raw.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
