@@ -42,6 +42,18 @@ def test_an_sqlite_file_without_our_schema_is_not_a_trace_database(tmp_path):
         Store(tmp_path / "other.db", create=False)
 
 
+def test_someone_elses_database_is_refused_before_anything_in_it_changes(tmp_path):
+    path = tmp_path / "theirs.db"
+    conn = sqlite3.connect(path)
+    conn.execute("create table runs (name text)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(TraceError, match="not a trace database"):
+        Store(path)
+    assert path.read_bytes() == before  # still in rollback-journal mode, no tables added
+
+
 def _write_run(path: str, steps: int) -> None:
     store = Store(path)
     run_id = store.start_run(model="m")

@@ -94,20 +94,24 @@ class Store:
         if not create:
             _check_existing(self.path)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TraceError(f"{self.path}: cannot create its directory ({exc.strerror}: "
+                                 f"{exc.filename})") from None
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if create:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             self.db = sqlite_utils.Database(conn)
             self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
             self._insert_sql: dict[tuple, str] = {}
             self._migrate(write=create)
+            if create:  # only once the file is known to be a trace database
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise TraceError(f"{self.path}: not a trace database ({exc})") from None
 
@@ -132,6 +136,9 @@ class Store:
             raise TraceError(f"{self.path}: not a trace database (no tracer schema)")
         with self.transaction():
             applied = self._applied()  # another process may have migrated meanwhile
+            if not applied and self.db.table_names():
+                # Someone else's SQLite file: refused before anything in it changes.
+                raise TraceError(f"{self.path}: not a trace database (no tracer schema)")
             for migration in MIGRATIONS:
                 if migration.__name__ not in applied:
                     migration(self.db)
