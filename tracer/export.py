@@ -169,8 +169,7 @@ def message_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
     task, extra) so TRL's SFTTrainer and ``datasets`` read both alike; ``step`` is added.
     """
     for ep in queries.episode_rows(store, run_id):
-        steps = {s["step"]: s for s in queries.rows(
-            store, "select step, reward, done from steps where episode_id = ?", [ep["id"]])}
+        steps = {s["step"]: s for s in queries.step_rows(store, ep["id"])}
         for call in queries.llm_call_rows(store, ep["id"]):
             completion, _ = queries.parse_response(call["response"], bool(call["stream"]))
             if completion is None:
@@ -221,7 +220,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError as exc:
             raise TraceError(f"{path}:{number}: not JSON ({exc})") from None
-        problem = schema_error(record)
+        problem = schema_error(record) or _out_of_range(record)
         if problem:
             raise TraceError(f"{path}:{number}: {problem}")
         key = (record["run"]["id"], record["position"])
@@ -230,6 +229,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         seen.add(key)
         records.append(record)
     return records
+
+
+def _out_of_range(record: dict[str, Any]) -> str | None:
+    """Return where an integer too big for an SQLite column is, or None (JSON columns hold any)."""
+    objects = [("$", record), ("$.run", record["run"]), ("$.reset", record["reset"]),
+               ("$.outcome", record["outcome"])]
+    objects += [(f"$.steps[{i}]", s) for i, s in enumerate(record["steps"])]
+    objects += [(f"$.llm_calls[{i}]", c) for i, c in enumerate(record["llm_calls"])]
+    for where, obj in objects:
+        for key, value in obj.items():
+            if (type(value) is int and key not in _JSON_COLUMNS
+                    and not -(2**63) <= value < 2**63):
+                return f"{where}.{key}: {value} is out of range (at most 64-bit integers)"
+    return None
 
 
 def import_jsonl(store: Store, records: list[dict[str, Any]]) -> ImportResult:

@@ -2,8 +2,9 @@
 
 Nothing here writes. Every query is bounded by an index (runs.started_at, the runs primary key,
 episodes(run_id, position), steps(episode_id, step), llm_calls(episode_id, position)) except
-``stats``, which scans on purpose. JSON columns are decoded here; a value that is not valid JSON
-is a corrupt row and raises ``TraceError`` naming the table, row and column.
+``stats``, which scans on purpose. JSON columns are decoded and numbers checked here; a value
+that is not valid JSON, or not of its column's shape, is a corrupt row and raises ``TraceError``
+naming the table, row and column.
 """
 
 from __future__ import annotations
@@ -35,14 +36,61 @@ def rows(store: Store, sql: str, params: Iterable[Any] = ()) -> Iterator[dict[st
         yield dict(zip(names, row))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_OBJECT = ("a JSON object", lambda v: isinstance(v, dict))
+# The shape of each JSON column that is not free-form (actions and observations are).
+SHAPES = {
+    ("runs", "tasks"): ("a list of strings",
+                        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ("runs", "env_source"): _OBJECT,
+    ("runs", "env_schema"): _OBJECT,
+    ("runs", "config"): _OBJECT,
+    ("runs", "versions"): _OBJECT,
+    ("episodes", "rewards"): ("a list of numbers",
+                              lambda v: isinstance(v, list) and all(
+                                  r is None or _is_number(r) for r in v)),
+    ("episodes", "reset_args"): _OBJECT,
+    ("episodes", "reset_observation"): _OBJECT,
+    ("llm_calls", "request"): _OBJECT,
+}
+# Columns shown or computed with as numbers.
+NUMBERS = {
+    "episodes": ("score", "reset_latency_ms"),
+    "steps": ("reward", "latency_ms"),
+    "llm_calls": ("latency_ms",),
+}
+
+
 def decode(value: str | None, table: str, row_id: Any, column: str) -> Any:
     """Return a JSON column's value, or raise ``TraceError`` naming the corrupt row."""
     if value is None:
         return None
     try:
-        return json.loads(value)
+        decoded = json.loads(value)
     except (TypeError, ValueError):
         raise TraceError(f"{table} row {row_id}: column {column} is not valid JSON") from None
+    shape, fits = SHAPES.get((table, column), ("", lambda v: True))
+    if decoded is not None and not fits(decoded):
+        raise TraceError(f"{table} row {row_id}: column {column} is not {shape}: {_clip(value)}")
+    return decoded
+
+
+def check_numbers(row: dict[str, Any], table: str) -> dict[str, Any]:
+    """Return ``row`` after checking its number columns, or raise ``TraceError`` naming one."""
+    for column in NUMBERS[table]:
+        value = row.get(column)
+        if value is not None and not _is_number(value):
+            raise TraceError(
+                f"{table} row {row['id']}: column {column} is not a number: {_clip(repr(value))}")
+    return row
+
+
+def _clip(text: str, width: int = 40) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- ids ------------------------------------------------------------------------------
@@ -88,14 +136,17 @@ def list_runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
         "order by started_at desc"
     )
     runs = list(rows(store, sql + (" limit ?" if limit else ""), [limit] if limit else []))
-    # Totals come from episodes (one row each), never from scanning steps.
+    # Steps are counted as rows (the steps index), not read from episodes.steps: that is
+    # written only when an episode ends, so a running or killed run would show 0.
     totals: dict[str, dict[str, Any]] = {}
     for chunk in _chunks([r["id"] for r in runs], 500):
         marks = ",".join("?" * len(chunk))
         for t in rows(
             store,
-            "select run_id, count(*) as episodes, sum(steps) as steps, avg(score) as score, "
-            f"sum(success) as successes from episodes where run_id in ({marks}) group by run_id",
+            "select run_id, count(*) as episodes, "
+            "sum((select count(*) from steps where episode_id = episodes.id)) as steps, "
+            "avg(score) as score, sum(success) as successes "
+            f"from episodes where run_id in ({marks}) group by run_id",
             chunk,
         ):
             totals[t["run_id"]] = t
@@ -153,6 +204,7 @@ def episode_rows(
         for column in ("rewards", "reset_args", "reset_observation"):
             ep[column] = decode(ep[column], "episodes", ep["id"], column)
         ep["success"] = None if ep["success"] is None else bool(ep["success"])
+        check_numbers(ep, "episodes")
     return episodes
 
 
@@ -165,15 +217,14 @@ def step_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
         s["action"] = decode(s["action"], "steps", s["id"], "action")
         s["observation"] = decode(s["observation"], "steps", s["id"], "observation")
         s["done"] = None if s["done"] is None else bool(s["done"])
+        check_numbers(s, "steps")
     return steps
 
 
 def llm_call_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
     """Return an episode's LLM exchanges in order, as stored (request and response are text)."""
-    return list(
-        rows(store, "select * from llm_calls where episode_id = ? order by position, id",
-             [episode_id])
-    )
+    return [check_numbers(call, "llm_calls") for call in rows(
+        store, "select * from llm_calls where episode_id = ? order by position, id", [episode_id])]
 
 
 def show_run(store: Store, run_id: str) -> dict[str, Any]:
@@ -184,8 +235,8 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
         calls_by_step: dict[Any, list[dict[str, Any]]] = {}
         for call in llm_call_rows(store, ep["id"]):
             calls_by_step.setdefault(call["step"], []).append(summarize_call(call))
-        ep["step_count"] = ep.pop("steps")  # the recorded count; "steps" becomes the rows
         ep["steps"] = step_rows(store, ep["id"])
+        ep["step_count"] = len(ep["steps"])  # episodes.steps is 0 until the episode ends
         for s in ep["steps"]:
             s["llm_calls"] = calls_by_step.pop(s["step"], [])
         # Calls that chose no recorded step (the episode failed before env.step, say).
@@ -282,18 +333,10 @@ def diff_runs(store: Store, a: str, b: str) -> dict[str, Any]:
 def _diff_side(store: Store, run_id: str) -> dict[tuple[int, int | None], dict[str, Any]]:
     side: dict[tuple[int, int | None], dict[str, Any]] = {}
     for ep in rows(store, "select id, position from episodes where run_id = ?", [run_id]):
-        found = False
-        for s in rows(
-            store,
-            "select id, step, action_text, reward, done, error, observation from steps "
-            "where episode_id = ? order by step, id",
-            [ep["id"]],
-        ):
-            found = True
-            s["observation"] = decode(s["observation"], "steps", s.pop("id"), "observation")
-            s["done"] = None if s["done"] is None else bool(s["done"])
-            side[(ep["position"], s.pop("step"))] = s
-        if not found:  # an episode with no steps still has to exist on both sides
+        steps = step_rows(store, ep["id"])
+        for s in steps:
+            side[(ep["position"], s["step"])] = {f: s[f] for f in DIFF_FIELDS}
+        if not steps:  # an episode with no steps still has to exist on both sides
             side[(ep["position"], None)] = dict.fromkeys(DIFF_FIELDS)
     return side
 
@@ -317,22 +360,24 @@ def stats(store: Store) -> dict[str, Any]:
         usage = _parse_stream(text or "")[1]
         prompt += usage.get("prompt_tokens") or 0
         completion += usage.get("completion_tokens") or 0
+    # Steps are counted as rows: episodes.steps is 0 until an episode ends.
     tasks = list(
         rows(
             store,
             "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
-            "avg(e.success) as success_rate, sum(e.steps) as steps, "
-            "(select avg(s.reward) from steps s join episodes e2 on e2.id = s.episode_id "
-            " where e2.task is e.task) as mean_reward "
-            "from episodes e group by e.task order by e.task",
+            "avg(e.success) as success_rate, coalesce(sum(s.steps), 0) as steps, "
+            "sum(s.reward_sum) / sum(s.rewards) as mean_reward from episodes e left join "
+            "(select episode_id, count(*) as steps, total(reward) as reward_sum, "
+            " count(reward) as rewards from steps group by episode_id) s on s.episode_id = e.id "
+            "group by e.task order by e.task",
         )
     )
     return {
         **count,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "latency_ms": {
-            "llm_call": _percentiles(store, "select latency_ms from llm_calls"),
-            "env_step": _percentiles(store, "select latency_ms from steps"),
+            "llm_call": _percentiles(store, "llm_calls"),
+            "env_step": _percentiles(store, "steps"),
         },
         "tasks": tasks,
     }
@@ -342,8 +387,9 @@ def _scalar(store: Store, sql: str) -> Any:
     return next(store.db.conn.execute(sql))[0]
 
 
-def _percentiles(store: Store, sql: str) -> dict[str, Any]:
-    values = sorted(v for (v,) in store.db.conn.execute(sql + " where latency_ms is not null"))
+def _percentiles(store: Store, table: str) -> dict[str, Any]:
+    values = sorted(check_numbers(r, table)["latency_ms"] for r in rows(
+        store, f"select id, latency_ms from {table} where latency_ms is not null"))
     result: dict[str, Any] = {"count": len(values)}
     for p in (50, 90, 99):
         # Nearest rank: the smallest value with at least p% of values at or below it.
