@@ -48,6 +48,30 @@ def test_a_run_whose_process_is_gone_is_listed_as_interrupted(tmp_path):
     assert shown["episodes"][0]["status"] == "interrupted"
 
 
+def test_a_run_that_has_not_ended_counts_the_steps_it_recorded(tmp_path):
+    db = tmp_path / "t.db"
+    store = Store(db)
+    record_run(store, ("echo",), ("hello", "big", "world"), finish=False)  # as if killed
+    store.close()
+    assert [r["steps"] for r in json.loads(run_cli(db, "list", "--json").stdout)] == [3]
+    assert "steps 3" in run_cli(db, "show", "latest").stdout
+    assert json.loads(run_cli(db, "stats", "--json").stdout)["tasks"][0]["steps"] == 3
+
+
+def test_db_may_come_before_the_command_and_the_commands_own_wins(db, tmp_path):
+    from click.testing import CliRunner
+
+    def runs(*args, **env):
+        result = CliRunner().invoke(cli_module.cli, args, env=env)
+        assert result.exit_code == 0, result.stderr
+        return len(json.loads(result.stdout))
+
+    elsewhere = str(tmp_path / "nope.db")
+    assert runs("--db", str(db), "list", "--json") == 2
+    assert runs("--db", elsewhere, "list", "--json", "--db", str(db)) == 2
+    assert runs("--db", str(db), "list", "--json", TRACE_DB=elsewhere) == 2
+
+
 def test_show_prints_each_step_with_prompt_completion_action_and_tokens(db):
     result = run_cli(db, "show", "latest")
     assert result.exit_code == 0

@@ -9,7 +9,7 @@ import json
 import sqlite_utils
 from click.testing import CliRunner
 
-from tests.conftest import SECRET
+from tests.conftest import SECRET, free_port
 from tracer.cli import cli
 from tracer.config import Config
 from tracer.runner import run
@@ -124,9 +124,31 @@ def test_replay_all_with_filters_prints_a_summary(tmp_path):
 def test_unknown_run_and_missing_database_exit_2_in_one_line(tmp_path):
     db, _ = record(tmp_path)
     unknown = replay(db, "zzz")
-    assert unknown.exit_code == 2 and unknown.stderr.strip() == "Error: no run 'zzz'"
+    assert unknown.exit_code == 2 and unknown.stderr.strip() == f"Error: {db}: no run 'zzz'"
     missing = replay(str(tmp_path / "nope.db"), "latest")
     assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_an_env_that_cannot_be_reached_is_an_error_not_a_divergence(tmp_path):
+    db, _ = record(tmp_path)
+    runs_before = sqlite_utils.Database(db)["runs"].count
+    url = f"http://127.0.0.1:{free_port()}"
+    result = replay(db, "latest", "--env-url", url)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: the env at {url} could not be reached (")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+    assert sqlite_utils.Database(db)["runs"].count == runs_before
+
+
+def test_since_must_be_an_iso_time(tmp_path):
+    db, _ = record(tmp_path)
+    result = replay(db, "--all", "--since", "yesterday", "--offline")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --since 'yesterday' is not an ISO date/time")
+    assert len(result.stderr.splitlines()) == 1
+    assert "1 run(s) replayed" in replay(db, "--all", "--since", "2000-01-01", "--offline").stderr
+    later = replay(db, "--all", "--since", "2999-01-01T00:00+02:00", "--offline")
+    assert "0 run(s) replayed" in later.stderr
 
 
 def test_a_corrupt_row_exits_2_before_anything_is_written(tmp_path):

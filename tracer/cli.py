@@ -55,30 +55,49 @@ def fail(message: str) -> None:
     raise click.exceptions.Exit(2)
 
 
+def _db_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A command's own --db wins, then ``tracer --db PATH COMMAND``, then TRACE_DB, the default."""
+    from click.core import ParameterSource
+
+    before = ctx.find_root().params.get("db_path")
+    if before and ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+        return before
+    return value
+
+
 db_option = click.option(
     "--db", "db_path", default=DEFAULT_DB, envvar="TRACE_DB", show_default=True,
-    metavar="PATH", help="Trace database file (or set TRACE_DB).",
+    metavar="PATH", callback=_db_path, help="Trace database file (or set TRACE_DB).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
 @contextmanager
-def reading(db_path: str) -> Iterator[Store]:
-    """Open an existing database read-only; name it in every error that happens meanwhile."""
+def naming(db_path: str) -> Iterator[None]:
+    """Put the database path in front of any database or trace error raised in the block."""
     import sqlite3
 
-    from tracer.queries import open_store
     from tracer.store import TraceError
 
-    store = open_store(db_path)
     try:
-        yield store
+        yield
     except (TraceError, sqlite3.Error) as exc:
         message = str(exc)
         raise TraceError(message if message.startswith(db_path) else f"{db_path}: {message}") \
             from None
-    finally:
-        store.close()
+
+
+@contextmanager
+def reading(db_path: str) -> Iterator[Store]:
+    """Open an existing database read-only; name it in every error that happens meanwhile."""
+    from tracer.queries import open_store
+
+    with naming(db_path):
+        store = open_store(db_path)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 _secrets: list[str] | None = None
@@ -127,7 +146,9 @@ def flag(value: bool | None) -> str:
 
 @click.group(cls=TracerGroup)
 @click.version_option(__version__, prog_name="tracer")
-def cli() -> None:
+@click.option("--db", "db_path", metavar="PATH",
+              help="Trace database file for the command (its own --db wins).")
+def cli(db_path: str | None) -> None:
     """Record, replay and inspect OpenEnv agent episodes."""
 
 
@@ -213,7 +234,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
 
     if bool(run) == all_runs:
         raise click.UsageError("give one RUN or --all")
-    with reading(db_path) as store, _output(output) as write:
+    with _output(output) as write, reading(db_path) as store:
         run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
         for run_id in run_ids:
             if fmt == "log":
@@ -232,15 +253,20 @@ def _output(path: str | None) -> Iterator[Any]:
     if path is None:
         yield out
         return
+    from tracer.store import TraceError
+
     partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        try:
-            yield lambda line: out(line, file=f)
-        except BaseException:
-            f.close()
-            os.unlink(partial)
-            raise
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            try:
+                yield lambda line: out(line, file=f)
+            except BaseException:
+                f.close()
+                os.unlink(partial)
+                raise
+        os.replace(partial, path)
+    except OSError as exc:  # a missing directory, no permission, a full disk
+        raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
 
 
 @cli.command("import")
@@ -256,11 +282,12 @@ def import_(db_path: str, file: str) -> None:
     from tracer.store import Store, secrets_from_environ
 
     records = exports.read_jsonl(file)
-    store = Store(db_path, secrets=secrets_from_environ())
-    try:
-        result = exports.import_jsonl(store, records)
-    finally:
-        store.close()
+    with naming(db_path):
+        store = Store(db_path, secrets=secrets_from_environ())
+        try:
+            result = exports.import_jsonl(store, records)
+        finally:
+            store.close()
     for run_id in result.skipped:
         click.echo(f"skipped run {run_id}: already in {db_path}", err=True)
     out(f"imported {len(result.imported)} run(s), {result.episodes} episode(s) into {db_path}")
@@ -314,7 +341,8 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.argument("run", required=False)
 @click.option("--all", "all_runs", is_flag=True, help="Replay every recorded run (see filters).")
 @click.option("--task", help="With --all: only runs that have an episode of this task.")
-@click.option("--since", metavar="ISO-TIME", help="With --all: only runs started at or after this.")
+@click.option("--since", metavar="ISO-TIME", callback=lambda ctx, param, value: _iso_time(value),
+              help="With --all: only runs started at or after this (UTC unless it says).")
 @click.option("--status", type=click.Choice(["completed", "failed", "interrupted"]),
               help="With --all: only runs that ended so.")
 @click.option("--offline", is_flag=True, help="Serve the recorded env responses too: no env needed.")
@@ -335,8 +363,9 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         fail("give one RUN id (or 'latest') or --all")
     if not all_runs and (task or since or status):
         fail("--task, --since and --status filter --all")
-    store = open_store(db_path)
-    run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
+    with naming(db_path):
+        store = open_store(db_path)
+        run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
     options = dict(offline=offline, env_url=env_url, lenient=lenient, record=not no_record,
                    emit=click.echo)
     if not all_runs:
@@ -354,6 +383,22 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
     diverged = sum(r.diverged for r in reports)
     click.echo(f"{len(reports)} run(s) replayed, {diverged} diverged", err=True)
     raise click.exceptions.Exit(1 if diverged else 0)
+
+
+def _iso_time(value: str | None) -> str | None:
+    """Return an ISO date/time as UTC in the form runs.started_at is stored, or exit 2."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since {value!r} is not an ISO date/time (for example 2025-01-31 or "
+             "2025-01-31T12:00:00+02:00)")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)  # runs are recorded in UTC
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 @cli.command()

@@ -246,6 +246,8 @@ def replay_run(
 ) -> ReplayReport:
     """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
     run, recorded = load_recording(store, run_id)
+    if env_url:
+        _check_reachable(env_url)
     overrides = {"env_base_url": env_url, "image": None} if env_url else {}
     config = Config.from_public({**run["config"], **overrides})
     recorder = Recorder(store if record else None, store.secrets)
@@ -274,6 +276,14 @@ def replay_run(
             env.stop()
         recorder.finish_run("failed" if report.diverged else "completed", int(report.diverged))
     return report
+
+
+def _check_reachable(url: str) -> None:
+    """Raise ``TraceError`` if nothing answers HTTP at ``url``: an error, not a divergence."""
+    try:
+        httpx.get(url, timeout=10)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise TraceError(f"the env at {url} could not be reached ({exc})") from None
 
 
 def divergences(old: RecordedEpisode, outcome: Outcome, transport: ReplayTransport) -> list[str]:

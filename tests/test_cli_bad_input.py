@@ -1,0 +1,77 @@
+"""Bad paths, rows of the wrong shape and out-of-range numbers: one ``Error:`` line and exit 2."""
+
+import json
+
+import pytest
+import test_cli_fixtures
+from test_cli_errors import assert_one_line_error
+from test_cli_fixtures import corrupt, run_cli, snapshot
+
+db = test_cli_fixtures.db  # the shared fixture: two recorded runs
+
+
+def test_export_into_a_missing_directory_names_the_file(db, tmp_path):
+    target = tmp_path / "no" / "such" / "x.jsonl"
+    assert_one_line_error(run_cli(db, "export", "latest", "-o", str(target)),
+                          f"Error: {target}: cannot write (No such file or directory)")
+    assert not target.parent.exists()
+
+
+def test_import_into_a_path_under_a_file_names_the_database(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    (tmp_path / "text.db").write_text("a file, not a directory\n")
+    target = tmp_path / "text.db" / "x.db"
+    assert_one_line_error(run_cli(target, "import", str(tmp_path / "all.jsonl")),
+                          f"Error: {target}: cannot create its directory")
+
+
+@pytest.mark.parametrize("sql, args, message", [
+    ("update runs set tasks = '5'", ["list"], "runs row {run}: column tasks is not a list"),
+    ("update steps set reward = 'abc'", ["show", "latest"], "column reward is not a number: 'abc'"),
+    ("update runs set config = '[1]'", ["replay", "latest", "--offline"],
+     "runs row {run}: column config is not a JSON object: [1]"),
+    ("update llm_calls set request = '[1]'", ["export", "latest", "--format", "messages"],
+     "column request is not a JSON object: [1]"),
+    ("update steps set latency_ms = 'slow'", ["stats"], "column latency_ms is not a number"),
+    ("update steps set reward = 'abc'", ["diff", "latest"], "column reward is not a number"),
+])
+def test_a_row_of_the_wrong_shape_names_table_row_and_column(db, sql, args, message):
+    run = json.loads(run_cli(db, "list", "--json").stdout)[0]["id"]
+    corrupt(db, sql)
+    before = snapshot(db)
+    assert_one_line_error(run_cli(db, *args), message.format(run=run))
+    assert snapshot(db) == before
+
+
+def test_an_integer_too_big_for_sqlite_is_refused_with_file_and_line(db, tmp_path):
+    records = [json.loads(line) for line in run_cli(db, "export", "--all").stdout.splitlines()]
+    records[1]["outcome"]["steps"] = 2**64
+    records[2]["steps"][0]["observation"] = {"big": 2**64}  # inside JSON: any integer is fine
+    source = tmp_path / "big.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = tmp_path / "copy.db"
+    assert_one_line_error(
+        run_cli(target, "import", str(source)),
+        f"Error: {source}:2: $.outcome.steps: {2**64} is out of range (at most 64-bit integers)")
+    assert not target.exists()
+
+
+def test_an_import_the_database_refuses_names_the_database(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    target = tmp_path / "closed.db"
+    run_cli(target, "import", str(tmp_path / "all.jsonl"))
+    corrupt(target, "delete from runs")
+    corrupt(target, "create trigger closed before insert on runs "
+                    "begin select raise(abort, 'imports are closed'); end")
+    assert_one_line_error(run_cli(target, "import", str(tmp_path / "all.jsonl")),
+                          f"Error: {target}: imports are closed")
+
+
+def test_importing_into_someone_elses_database_leaves_it_as_it_was(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    theirs = tmp_path / "theirs.db"
+    corrupt(theirs, "create table runs (name text, owner text)")
+    before = snapshot(theirs)
+    assert_one_line_error(run_cli(theirs, "import", str(tmp_path / "all.jsonl")),
+                          f"Error: {theirs}: not a trace database (no tracer schema)")
+    assert snapshot(theirs) == before
