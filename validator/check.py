@@ -122,7 +122,7 @@ class Checker:
             else:
                 self._problem("W103", self.lineno + 1, len(last) + 1,
                               "no newline at the end of the last line")
-                self._block(last + b"\n")
+                self._block(b"\n" + last + b"\n")
         self.episodes.finish(self.lineno)
         self.report.lines = self.lineno
         self.report.episodes = self.episodes.episodes
@@ -165,19 +165,16 @@ class Checker:
             if cut < 0:
                 self._keep(data)
                 return
-        if self.pending:
-            self.pending.append(data[:cut + 1])
-            block = b"".join(self.pending)
-            self.pending, self.pending_size = [], 0
-        else:
-            block = data[:cut + 1]
-        if len(block) > self.max_line_length and block.find(b"\n") > self.max_line_length:
+        # One copy: the block starts with a "\n" (see ``_block``), then the lines.
+        block = b"".join((b"\n", *self.pending, memoryview(data)[:cut + 1]))
+        self.pending, self.pending_size = [], 0
+        if len(block) > self.max_line_length and block.find(b"\n", 1) - 1 > self.max_line_length:
             # A line longer than the limit that just ended (the limit is checked as a whole).
-            first = block.find(b"\n")
+            first = block.find(b"\n", 1)
             self.lineno += 1
             self._problem("E107", self.lineno, 1, f"line longer than {self.max_line_length} "
-                          f"bytes ({first} bytes); not checked")
-            block = block[first + 1:]
+                          f"bytes ({first - 1} bytes); not checked")
+            block = block[first:]
         self._block(block)
         self._keep(data[cut + 1:])
 
@@ -195,13 +192,13 @@ class Checker:
     # -- blocks of complete lines -----------------------------------------------------------
 
     def _block(self, block: bytes) -> None:
-        """Check ``block``: complete lines, each ending in ``\\n``."""
-        if not block:
+        """Check ``block``: a ``\\n``, then complete lines, each ending in ``\\n``."""
+        if len(block) < 2:
             return
         if b"\r\n" in block:
             if not self.crlf_reported:
                 at = block.find(b"\r\n")
-                line = self.lineno + block.count(b"\n", 0, at) + 1
+                line = self.lineno + block.count(b"\n", 0, at)
                 col = at - block.rfind(b"\n", 0, at)
                 self._problem("E102", line, col, "CRLF line ending (\\r\\n): a grader splitting on "
                               "\\n keeps the \\r (reported once per file)")
@@ -219,10 +216,10 @@ class Checker:
             if any(c in text for c in _BAD_CHARS):
                 self._slow_block(block)
                 return
-        self._fast_block(b"\n" + block)
+        self._fast_block(block)
 
     def _slow_block(self, block: bytes) -> None:
-        for raw in block.split(b"\n")[:-1]:
+        for raw in block.split(b"\n")[1:-1]:
             lineno = self.lineno + 1
             try:
                 line = raw.decode("utf-8")
