@@ -78,11 +78,19 @@ class Config:
 
     @classmethod
     def from_public(cls, data: dict) -> Config:
-        """Rebuild a configuration from ``public()`` as stored with a run (no key)."""
-        known = {f for f in cls.__dataclass_fields__ if f != "api_key"}
-        values = {k: v for k, v in data.items() if k in known}
-        values["tasks"] = tuple(values.get("tasks") or (DEFAULT_TASK,))
-        return cls(**values)
+        """Rebuild a configuration from ``public()`` as stored with a run (no key).
+
+        Raise ConfigError naming the first field whose value has the wrong type."""
+        values = {k: v for k, v in data.items() if k in _PUBLIC_TYPES}
+        for name, value in values.items():
+            kinds = _PUBLIC_TYPES[name]
+            if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+                raise ConfigError(f"{name}: expected {' or '.join(k.__name__ for k in kinds)}, "
+                                  f"got {value!r}")
+        tasks = values.get("tasks") or [DEFAULT_TASK]
+        if not all(isinstance(task, str) for task in tasks):
+            raise ConfigError(f"tasks: expected task names, got {tasks!r}")
+        return cls(**{**values, "tasks": tuple(tasks)})
 
     @property
     def uses_standin(self) -> bool:
@@ -99,6 +107,16 @@ class Config:
     def fingerprint(self) -> str:
         """Return a short hash of the public configuration, to group comparable runs."""
         return hashlib.sha256(json.dumps(self.public(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: The type of each field of ``Config.public()``, checked when a stored one is read back.
+_PUBLIC_TYPES: dict[str, tuple[type, ...]] = {
+    "api_base_url": (str,), "model": (str,), "image": (str, type(None)),
+    "env_base_url": (str, type(None)), "tasks": (list, tuple), "benchmark": (str,),
+    "max_steps": (int,), "temperature": (int, float), "max_tokens": (int,),
+    "success_threshold": (int, float), "seed": (int, type(None)), "stream": (bool,),
+    "trace": (bool,), "trace_db": (str,),
+}
 
 
 def _number(get, name, kind, default, minimum=None, maximum=None):

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from tracer.agent import Outcome, StopEpisode, run_episode
-from tracer.config import Config
+from tracer.config import Config, ConfigError
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
 from tracer.runner import EnvProvider, llm_client, settings_for
@@ -249,7 +249,10 @@ def replay_run(
     if env_url:
         _check_reachable(env_url)
     overrides = {"env_base_url": env_url, "image": None} if env_url else {}
-    config = Config.from_public({**run["config"], **overrides})
+    try:
+        config = Config.from_public({**run["config"], **overrides})
+    except ConfigError as exc:
+        raise TraceError(f"runs row {run_id}: column config: {exc}") from None
     recorder = Recorder(store if record else None, store.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
     recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
