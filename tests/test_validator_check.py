@@ -116,9 +116,9 @@ def test_ambiguous_step_line_is_reported_not_guessed():
     assert codes(check_lines(log)) == [("E209", 2, 22)]
 
 
-def line_by_line(lines):
+def line_by_line(lines, **options):
     """The report of the per-line path alone (no block fast path), for comparison."""
-    checker = Checker()
+    checker = Checker(**options)
     for n, line in enumerate(lines, 1):
         checker._line(line, n)
     checker.lineno = len(lines)
@@ -146,9 +146,10 @@ LINE_KINDS = [
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(LINE_KINDS) - 1), st.integers(0, 3)), max_size=40),
-       st.integers(0, 2))
-def test_block_fast_path_agrees_with_the_per_line_path(picks, end_kind):
-    """Whatever mix of lines, taking runs of [STEP] lines at once changes no verdict."""
+       st.integers(0, 2), st.sampled_from(["0", "0.5", "1"]), st.booleans(), st.integers(1, 3))
+def test_block_fast_path_agrees_with_the_per_line_path(picks, end_kind, score, open_score, copies):
+    """Whatever mix of lines, taking runs of [STEP] lines or whole episodes at once changes
+    no verdict."""
     lines, rewards = ["[START] task=t env=e model=m"], []
     for kind, weight in picks:
         # Mostly plain lines, so that long runs form and then break in every way.
@@ -158,5 +159,8 @@ def test_block_fast_path_agrees_with_the_per_line_path(picks, end_kind):
         rewards.append(reward)
     if end_kind:
         printed = rewards if end_kind == 1 else rewards[:-1]
-        lines.append(f"[END] success=true steps={len(printed)} score=0.5 rewards={','.join(printed)}")
-    assert codes(check_lines(lines)) == codes(line_by_line(lines))
+        lines.append(f"[END] success=true steps={len(printed)} score={score} "
+                     f"rewards={','.join(printed)}")
+    lines *= copies
+    assert codes(check_lines(lines, open_score=open_score)) == codes(
+        line_by_line(lines, open_score=open_score))

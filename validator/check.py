@@ -30,6 +30,7 @@ _BAD_BYTES = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 _BAD_CHARS = ("\x85", "\u2028", "\u2029")
 _REPLACE = str.maketrans({c: "\ufffd" for c in grammar.FORBIDDEN_CHARS})
 _NUMBERS = tuple(b"%d" % n for n in range(10_001))  # step numbers, the common case precomputed
+_HEADS = tuple(b"\n[STEP] step=%d action=" % n for n in range(1_001))
 _BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
                 "\x0c": "form feed (\\f)", "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
                 "\x85": "next line (U+0085)", "\u2028": "line separator (U+2028)",
@@ -241,10 +242,10 @@ class Checker:
     def _fast_block(self, data: bytes) -> None:
         """Check valid UTF-8 lines free of forbidden characters; ``data`` starts with ``\n``.
 
-        Inside an episode, all lines up to the next [END] are tried at once: when the first
-        starts ``[STEP] step=<next> action=``, each holds ``" reward="`` once and
-        ``STEP_TAILS_BYTES`` chains each line to the next, they are valid [STEP] lines and
-        only their numbers, rewards and done flags need looking at (see ``_step_run``).
+        The lines up to the next [END] are tried at once: when they are all plain [STEP]
+        lines (see ``_step_run``), only their count, rewards and last done flag are used. A
+        whole episode whose [START], [STEP]s and [END] are all plain is taken in one go.
+        Anything else goes through ``_line``, one line at a time, with messages.
         """
         episodes = self.episodes
         end_head = grammar.END_HEADS_BYTES[self.end_kind].match
@@ -258,19 +259,20 @@ class Checker:
                     end = last
                 count = data.count(b"\n", pos + 1, end + 1)
                 if count:
-                    if not self._step_run(data, pos, end, count, lineno):
-                        # Not all plain [STEP] lines: one at a time, with messages.
-                        for line in data[pos + 1:end].split(b"\n"):
-                            lineno += 1
-                            self._line(line.decode("utf-8"), lineno)
-                        pos = end
+                    run = _step_run(data, pos, end, count, episodes.next_step)
+                    if run:
+                        episodes.run(count, run[0].decode(), lineno + count if run[1] else 0)
+                        pos, lineno = end, lineno + count
                         continue
-                    pos, lineno = end, lineno + count
+                    for line in data[pos + 1:end].split(b"\n"):
+                        lineno += 1
+                        self._line(line.decode("utf-8"), lineno)
+                    pos = end
                     continue
             newline = data.index(b"\n", pos + 1)
-            lineno += 1
             start = pos + 1
             pos = newline
+            lineno += 1
             # The common [END] and [START] lines, without building messages.
             if episodes.open_line:
                 m = end_head(data, start, newline)
@@ -280,43 +282,30 @@ class Checker:
                     episodes.close(lineno)
                     continue
             elif start_line(data, start, newline + 1):
-                episodes.start(lineno)
+                whole = self._whole_episode(data, newline, lineno, end_head)
+                if whole:
+                    pos, lineno = whole
+                else:
+                    episodes.start(lineno)
                 continue
             self._line(data[start:newline].decode("utf-8"), lineno)
         self.lineno = lineno
 
-    def _step_run(self, data: bytes, pos: int, end: int, count: int, lineno: int) -> bool:
-        """Take the ``count`` lines after ``data[pos]`` as valid [STEP] lines, if they are.
-
-        They are when: the first starts with the next step's head; the run holds
-        ``" reward="`` ``count`` times; ``STEP_TAILS_BYTES`` matches ``count - 1`` times, each
-        match tying a line's end (``done=false``) to the next line's head, numbered in
-        order; and the last line's end matches ``STEP_TAIL_BYTES``. The matches then use up
-        every line's one ``" reward="``, so each line has exactly one reading.
-        """
-        episodes = self.episodes
-        first = episodes.next_step
-        if not (data.startswith(b"\n[STEP] step=%d action=" % first, pos)
-                and data.count(b" reward=", pos, end) == count):
-            return False
-        found = grammar.STEP_TAILS_BYTES.findall(data, pos, end + 1)
-        if len(found) != count - 1:
-            return False
-        final = data.rfind(b"\n", pos, end)  # before the last line
-        at = data.find(b" reward=", final, end)
-        tail = at > 0 and grammar.STEP_TAIL_BYTES.match(data, at, end + 1)
-        if not tail:
-            return False
-        if found:
-            rewards, numbers = zip(*found)
-            if numbers != _numbers(first + 1, count - 1):
-                return False
-            rewards += (tail[1],)
-        else:
-            rewards = (tail[1],)
-        episodes.run(count, b",".join(rewards).decode(),
-                     lineno + count if tail[2] == b"true" else 0)
-        return True
+    def _whole_episode(self, data: bytes, pos: int, lineno: int, end_head) -> tuple[int, int] | None:
+        """Take the episode whose [START] (line ``lineno``) ends at ``data[pos]``, if all its
+        lines are plain and here; return the position and line of its [END]."""
+        end = data.find(b"\n[END] success=", pos)
+        count = data.count(b"\n", pos + 1, end + 1) if end > 0 else 0
+        run = count and _step_run(data, pos, end, count, 1)
+        if not run:
+            return None
+        stop = data.index(b"\n", end + 1)
+        m = end_head(data, end + 1, stop)
+        if not (m and m[1] == b"%d" % count and data[m.end():stop] == run[0] and (
+                not self.open_score or 0.0 < float(m[2]) < 1.0)):
+            return None
+        self.episodes.whole(count, lineno + count + 1)
+        return stop, lineno + count + 1
 
     # -- one line -------------------------------------------------------------------------
 
@@ -362,6 +351,36 @@ class Checker:
         if not 0.0 < float(score) < 1.0:
             self._problem("E207", lineno, col,
                           f"score must be strictly between 0 and 1 (--open-score), got {score!r}")
+
+
+def _step_run(data: bytes, pos: int, end: int, count: int, first: int) -> tuple[bytes, bool] | None:
+    """Read the ``count`` lines after ``data[pos]`` as plain [STEP] lines numbered from
+    ``first``; return their rewards joined with commas and the last one's done flag, or
+    None if they are not all plain [STEP] lines.
+
+    They are when: the first starts with the head of step ``first``; the run holds
+    ``" reward="`` ``count`` times; ``STEP_TAILS_BYTES`` matches ``count - 1`` times, each
+    match tying a line's end (``done=false``) to the next line's head, numbered in order;
+    and the last line's end matches ``STEP_TAIL_BYTES``. The matches then use up every
+    line's one ``" reward="``, so each line has exactly one reading.
+    """
+    head = _HEADS[first] if first < len(_HEADS) else b"\n[STEP] step=%d action=" % first
+    if not (data.startswith(head, pos) and data.count(b" reward=", pos, end) == count):
+        return None
+    found = grammar.STEP_TAILS_BYTES.findall(data, pos, end + 1)
+    if len(found) != count - 1:
+        return None
+    final = data.rfind(b"\n", pos, end)  # before the last line
+    at = data.find(b" reward=", final, end)
+    tail = at > 0 and grammar.STEP_TAIL_BYTES.match(data, at, end + 1)
+    if not tail:
+        return None
+    if not found:
+        return tail[1], tail[2] == b"true"
+    rewards, numbers = zip(*found)
+    if numbers != _numbers(first + 1, count - 1):
+        return None
+    return b",".join(rewards) + b"," + tail[1], tail[2] == b"true"
 
 
 def _chunks(lines: Iterable[str | bytes]) -> Iterator[bytes]:

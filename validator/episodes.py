@@ -144,6 +144,14 @@ class Episodes:
         self.outside_reported = False
         self.rewards = _Rewards()
 
+    def whole(self, count: int, end_line: int) -> None:
+        """Take a whole valid episode of ``count`` [STEP] lines, its [END] at ``end_line``,
+        outside any open episode."""
+        self.episodes += 1
+        self.steps += count
+        self.last_end = end_line
+        self.outside_reported = False
+
     def close(self, line: int) -> None:
         """Close the open episode at an [END] line that the caller found fully valid."""
         self.open_line = 0
