@@ -15,9 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 
 from validator import grammar
-from validator.codes import CODES
 from validator.episodes import Episodes
-from validator.lines import diagnose, tag_of
 from validator.report import Problem, Report
 
 PROFILES = {"openenv": "END", "openenv-noscore": "END_NOSCORE"}
@@ -76,6 +74,8 @@ class Checker:
     # -- problems -------------------------------------------------------------------------
 
     def _problem(self, code: str, line: int, col: int, message: str) -> None:
+        from validator.codes import CODES  # (first needed at the first problem: a faster start)
+
         problem = Problem(code, CODES[code].severity, line, col, message)
         if problem.severity == "error":
             self.report.errors += 1
@@ -311,6 +311,8 @@ class Checker:
 
     def _line(self, line: str, lineno: int) -> None:
         """Check one line (no newline, no forbidden characters) and apply the episode rules."""
+        from validator.lines import diagnose, tag_of  # (the per-field diagnosis, rarely needed)
+
         episodes = self.episodes
         if line.startswith("[STEP] "):
             m = grammar.STEP_GREEDY_RE.fullmatch(line)
