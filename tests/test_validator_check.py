@@ -138,6 +138,8 @@ LINE_KINDS = [
     lambda n, r: f"[STEP] step={n} action=unfinished",
     lambda n, r: f"junk reward={r} done=false error=null",
     lambda n, r: f"[STEP] step={n + 1} action=a reward={r} done=false error=null",
+    lambda n, r: f"[STEP] step=0{n} action=a reward={r} done=false error=null",
+    lambda n, r: f"[STEP] step={n} action=a reward=0{r.lstrip('-')} done=false error=null",
     lambda n, r: f"[STEP] step={n} action=a reward={r}0 done=false error=null",
     lambda n, r: "[START] task=t env=e model=m",
     lambda n, r: "[START] task=tâche env=e model=m",
