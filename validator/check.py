@@ -1,10 +1,10 @@
 """Check a log as a stream of bytes: encoding, the line grammar and the episode rules.
 
-Speed comes from doing per-block work in C: a block of complete lines is checked for bad
-bytes with ``in`` and decoded at once; inside an episode, a whole run of ``done=false``
-[STEP] lines is matched by one regex, and its step numbers and rewards are pulled out with
-``findall``. Only lines that fail this fast path go through ``lines.diagnose`` (per-field
-codes and columns). Memory is bounded: blocks of ``CHUNK`` bytes, lines up to
+Speed comes from doing per-block work in C, on bytes: a block of complete lines is checked
+for bad bytes with ``in`` (and decoded only to validate it, when not ASCII); inside an
+episode, a whole run of [STEP] lines is matched by one regex, and its step numbers and
+rewards are pulled out with ``findall`` (``_step_run``). Only lines that fail this fast path
+are decoded and go through ``lines.diagnose`` (per-field codes and columns). Memory is bounded: blocks of ``CHUNK`` bytes, lines up to
 ``max_line_length`` bytes, and the episode state does not grow with the log.
 """
 
