@@ -43,6 +43,16 @@ def test_problems_locate_encoding_faults():
                                        ("E105", 4, 22)]
 
 
+def test_columns_count_characters_not_bytes():
+    log = ["[START] task=t env=e model=m",
+           "[STEP] step=1 action=ééé reward=0.00 done=true error=null\r",
+           "[END] success=true steps=1 score=0.5 rewards=0.00"]
+    assert codes(check_lines(log)) == [("E102", 2, 58)]  # the \r is the 58th character
+    unfinished = Checker()
+    unfinished.feed("\n".join(log[:1] + ["[STEP] step=1 action=ééé"]).encode())
+    assert ("W103", 2, 25) in codes(unfinished.close())
+
+
 def test_crlf_is_reported_once_per_file():
     report = check_lines(line + "\r\n" for line in EPISODE * 50)
     assert codes(report) == [("E102", 1, 29)]

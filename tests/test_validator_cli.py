@@ -1,6 +1,7 @@
 """`validator check` and `validator schema` as a user or CI runs them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,7 +89,33 @@ def test_closed_stdout_stops_the_check_quietly(tmp_path):
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=30) == 2 and first.startswith(str(log).encode())
-    assert stderr == "validator: stdout was closed: the check stopped\n"
+    assert stderr == ("validator: cannot write the report to stdout (the reader went away): "
+                      "the check stopped\n")
+
+
+def test_a_stdout_that_cannot_be_written_is_not_blamed_on_the_log(tmp_path):
+    log = tmp_path / "bad.log"
+    log.write_bytes(GOOD.replace(b"0.50 done", b"0.5 done"))
+    with open("/dev/full", "w") as full:  # every write fails: No space left on device
+        done = subprocess.run([sys.executable, "-m", "validator.cli", "check", str(log)],
+                              stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 2
+    assert done.stderr == ("validator: cannot write the report to stdout (No space left on "
+                           "device): the check stopped\n")
+
+
+def test_closed_stdin_or_stdout_is_one_line_and_exit_2(tmp_path):
+    closed_in = subprocess.run([sys.executable, "-m", "validator.cli", "check", "-"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               preexec_fn=lambda: os.close(0))
+    assert closed_in.returncode == 2
+    assert closed_in.stdout == "<stdin>: NOT CHECKED: cannot read: standard input is closed\n"
+    (tmp_path / "a.log").write_bytes(GOOD)
+    closed_out = subprocess.run([sys.executable, "-m", "validator.cli", "check",
+                                 str(tmp_path / "a.log")], stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.close(1))
+    assert closed_out.returncode == 2
+    assert closed_out.stderr == "validator: stdout is closed: nowhere to write the report\n"
 
 
 def test_python_api_report_converts_to_the_same_json():

@@ -121,7 +121,8 @@ class Checker:
                 self.lineno += 1
                 self.skipping = False
             else:
-                self._problem("W103", self.lineno + 1, len(last) + 1,
+                self._problem("W103", self.lineno + 1,
+                              len(last.decode("utf-8", "replace")) + 1,
                               "no newline at the end of the last line")
                 self._block(b"\n" + last + b"\n")
         self.episodes.finish(self.lineno)
@@ -200,7 +201,7 @@ class Checker:
             if not self.crlf_reported:
                 at = block.find(b"\r\n")
                 line = self.lineno + block.count(b"\n", 0, at)
-                col = at - block.rfind(b"\n", 0, at)
+                col = len(block[block.rfind(b"\n", 0, at) + 1:at].decode("utf-8", "replace")) + 1
                 self._problem("E102", line, col, "CRLF line ending (\\r\\n): a grader splitting on "
                               "\\n keeps the \\r (reported once per file)")
                 self.crlf_reported = True

@@ -13,6 +13,24 @@ from validator import __version__
 FORMATS = ("text", "json", "github")
 
 
+class OutputError(Exception):
+    """Writing the report to stdout failed; not an ``OSError``, so not taken for a read error."""
+
+
+class _Output:
+    """stdout, with its write errors turned into ``OutputError``."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except OSError as e:
+            raise OutputError("the reader went away" if isinstance(e, BrokenPipeError)
+                              else e.strerror or str(e)) from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="validator")
 def cli() -> None:
@@ -41,7 +59,10 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
 
     if open_score and profile == "openenv-noscore":
         raise click.UsageError("--open-score needs a profile with score= (--profile openenv)")
-    out = sys.stdout
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        click.echo("validator: stdout is closed: nowhere to write the report", err=True)
+        sys.exit(2)
+    out = _Output(sys.stdout)
     options = {"profile": profile, "open_score": open_score, "allow_other_lines": allow_other_lines}
     writer = (JsonWriter(out, options) if fmt == "json"
               else GithubWriter(out) if fmt == "github" else TextWriter(out))
@@ -51,11 +72,11 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
             name = "<stdin>" if path == "-" else path
             writer.begin(name)
             try:
+                if path == "-" and sys.stdin is None:
+                    raise OSError("standard input is closed")
                 with nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as data:
                     report = check_stream(data, name, on_problem=writer.problem, max_problems=0,
                                           max_line_length=max_line_length, **options)
-            except BrokenPipeError:
-                raise
             except OSError as e:
                 report = Report(path=name, error=f"cannot read: {e.strerror or e}")
                 click.echo(f"validator: {name}: {report.error}", err=True)
@@ -63,9 +84,10 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
             writer.end(report)
             ok = ok and report.ok
         writer.close()
-    except BrokenPipeError:  # `validator check big.log | head`: stdout's reader went away
+    except OutputError as e:  # `| head` (the reader went away), or a full disk
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        click.echo("validator: stdout was closed: the check stopped", err=True)
+        click.echo(f"validator: cannot write the report to stdout ({e}): the check stopped",
+                   err=True)
         sys.exit(2)
     sys.exit(2 if io_error else 0 if ok else 1)
 
