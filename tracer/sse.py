@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+_LINE_END = re.compile(r"(\r\n|\r|\n)")  # SSE allows all three
+
 
 def data_events(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line index, chunk) for each ``data:`` line of ``text`` holding a JSON object.
+    """Yield (index, chunk) for each ``data:`` line of ``text`` holding a JSON object; the
+    index is the line's place in ``_LINE_END.split(text)``.
 
     ``[DONE]`` and torn or non-object chunks are skipped: what the stream did carry is kept.
     """
-    for index, line in enumerate(text.split("\n")):
-        if not line.startswith("data:"):
+    parts = _LINE_END.split(text)
+    for index in range(0, len(parts), 2):
+        if not parts[index].startswith("data:"):
             continue
         try:
-            chunk = json.loads(line[5:])
+            chunk = json.loads(parts[index][5:])
         except ValueError:
             continue
         if isinstance(chunk, dict):
@@ -31,25 +36,60 @@ def content_deltas(chunk: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield delta
 
 
-def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
-    """Return ``text`` with no secret in its content, even one split across chunks.
+def _texts(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any, Any, str]]:
+    """Yield (path, container, key, text) for every string inside ``value``. In lists of
+    objects with an ``index`` (tool calls), the path uses that index, as chunks do."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, item in items:
+        step = item.get("index", key) if isinstance(value, list) and isinstance(item, dict) else key
+        if isinstance(item, str):
+            yield (*path, step), value, key, item
+        else:
+            yield from _texts(item, (*path, step))
 
-    Each secret seen whole in the raw text is replaced first. If one is still in the content
-    put together, the whole redacted content goes into the first content delta and the other
-    deltas are emptied, so the stream still parses to the redacted completion.
+
+def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
+    """Return ``text`` with no secret left in what its events say, even split across chunks.
+
+    Each secret seen whole in the raw text is replaced first. Then every text of every event
+    is read as JSON (so escapes such as ``\\u0068`` are seen through), and the texts of each
+    choice's deltas are put together field by field (content, reasoning, tool call
+    arguments...): where a secret remains, the redacted whole goes into the field's first
+    piece and its other pieces are emptied, so the stream still parses to the redacted text.
+    A stream that holds no secret is returned as it was.
     """
     secrets = [s for s in secrets if s]
     for secret in secrets:
         text = text.replace(secret, replacement)
-    lines = text.split("\n")
-    deltas = [(index, chunk, delta) for index, chunk in data_events(text)
-              for delta in content_deltas(chunk)]
-    content = "".join(delta["content"] for _, _, delta in deltas)
-    if not any(secret in content for secret in secrets):
+
+    def redact(value: str) -> str:
+        for secret in secrets:
+            value = value.replace(secret, replacement)
+        return value
+
+    def leaks(value: str) -> bool:
+        return any(secret in value for secret in secrets)
+
+    changed: dict[int, dict[str, Any]] = {}
+    pieces: dict[tuple, list[tuple[int, dict[str, Any], Any, Any]]] = {}
+    for index, chunk in data_events(text):
+        for path, container, key, value in _texts(chunk):
+            if leaks(value):  # whole, but written with JSON escapes
+                container[key] = redact(value)
+                changed[index] = chunk
+            if len(path) > 3 and path[0] == "choices" and path[2] == "delta":
+                # (choice index, field in its delta): the pieces of one text, in order.
+                pieces.setdefault((path[1], *path[3:]), []).append((index, chunk, container, key))
+    for field_pieces in pieces.values():
+        whole = "".join(container[key] for _, _, container, key in field_pieces)
+        if leaks(whole):
+            for n, (index, chunk, container, key) in enumerate(field_pieces):
+                container[key] = redact(whole) if n == 0 else ""
+                changed[index] = chunk
+    if not changed:
         return text
-    for secret in secrets:
-        content = content.replace(secret, replacement)
-    for n, (index, chunk, delta) in enumerate(deltas):
-        delta["content"] = content if n == 0 else ""
-        lines[index] = "data: " + json.dumps(chunk, ensure_ascii=False)
-    return "\n".join(lines)
+    parts = _LINE_END.split(text)
+    for index, chunk in changed.items():
+        parts[index] = "data: " + json.dumps(chunk, ensure_ascii=False)
+    return "".join(parts)
