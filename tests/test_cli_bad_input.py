@@ -32,6 +32,8 @@ def test_import_into_a_path_under_a_file_names_the_database(db, tmp_path):
      "runs row {run}: column config is not a JSON object: [1]"),
     ("""update runs set config = json_set(config, '$.max_steps', 'x')""",
      ["replay", "latest", "--offline"], "runs row {run}: column config: max_steps: expected int"),
+    ("""update runs set config = json_set(config, '$.max_steps', 0)""",
+     ["replay", "latest", "--offline"], "runs row {run}: column config: max_steps: must be at least 1"),
     ("update llm_calls set request = '[1]'", ["export", "latest", "--format", "messages"],
      "column request is not a JSON object: [1]"),
     ("update steps set latency_ms = 'slow'", ["stats"], "column latency_ms is not a number"),

@@ -54,11 +54,6 @@ class Config:
         tasks = tuple(t.strip() for t in (get("TASKS") or DEFAULT_TASK).split(",") if t.strip())
         if not tasks:
             raise ConfigError("TASKS: no task names given")
-        for name, values in (("TASKS", tasks), ("MODEL_NAME", [get("MODEL_NAME") or DEFAULT_MODEL]),
-                             ("BENCHMARK", [get("BENCHMARK") or DEFAULT_BENCHMARK])):
-            for value in values:
-                if re.search(r"\s", value):
-                    raise ConfigError(f"{name}: {value!r} contains whitespace, which the log lines cannot carry")
         return cls(
             api_base_url=get("API_BASE_URL") or DEFAULT_API_BASE_URL,
             model=get("MODEL_NAME") or DEFAULT_MODEL,
@@ -67,14 +62,14 @@ class Config:
             env_base_url=get("ENV_BASE_URL"),
             tasks=tasks,
             benchmark=get("BENCHMARK") or DEFAULT_BENCHMARK,
-            max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS, minimum=1, maximum=MAX_COUNT),
-            temperature=_number(get, "TEMPERATURE", float, 0.7, minimum=0),
-            max_tokens=_number(get, "MAX_TOKENS", int, 150, minimum=1, maximum=MAX_COUNT),
+            max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS),
+            temperature=_number(get, "TEMPERATURE", float, 0.7),
+            max_tokens=_number(get, "MAX_TOKENS", int, 150),
             seed=_number(get, "SEED", int, None),
             stream=_flag(get, "STREAM", False),
             trace=_flag(get, "TRACE", True),
             trace_db=get("TRACE_DB") or "traces/traces.db",
-        )
+        )._checked(by_variable=True)
 
     @classmethod
     def from_public(cls, data: dict) -> Config:
@@ -90,7 +85,26 @@ class Config:
         tasks = values.get("tasks") or [DEFAULT_TASK]
         if not all(isinstance(task, str) for task in tasks):
             raise ConfigError(f"tasks: expected task names, got {tasks!r}")
-        return cls(**{**values, "tasks": tuple(tasks)})
+        return cls(**{**values, "tasks": tuple(tasks)})._checked(by_variable=False)
+
+    def _checked(self, by_variable: bool) -> Config:
+        """Return self, or raise ConfigError naming the first value out of its range, by its
+        environment variable (``by_variable``) or by its field."""
+        for field_name, (variable, minimum, maximum) in _RANGES.items():
+            name, value = variable if by_variable else field_name, getattr(self, field_name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+            if value < minimum:
+                raise ConfigError(f"{name}: must be at least {minimum}, got {value!r}")
+            if maximum is not None and value > maximum:
+                raise ConfigError(f"{name}: must be at most {maximum:,}, got {value!r}")
+        for field_name, variable in _NAMES.items():
+            values = getattr(self, field_name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if re.search(r"\s", value):
+                    raise ConfigError(f"{variable if by_variable else field_name}: {value!r} "
+                                      "contains whitespace, which the log lines cannot carry")
+        return self
 
     @property
     def uses_standin(self) -> bool:
@@ -119,21 +133,21 @@ _PUBLIC_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _number(get, name, kind, default, minimum=None, maximum=None):
+#: The numbers' ranges: field -> (environment variable, minimum, maximum or None).
+_RANGES = {"max_steps": ("MAX_STEPS", 1, MAX_COUNT), "max_tokens": ("MAX_TOKENS", 1, MAX_COUNT),
+           "temperature": ("TEMPERATURE", 0, None)}
+#: The names printed in the log lines, which may not hold whitespace: field -> variable.
+_NAMES = {"tasks": "TASKS", "model": "MODEL_NAME", "benchmark": "BENCHMARK"}
+
+
+def _number(get, name, kind, default):
     raw = get(name)
     if raw is None:
         return default
     try:
-        value = kind(raw)
+        return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}: must be at least {minimum}, got {raw!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name}: must be at most {maximum:,}, got {raw!r}")
-    return value
 
 
 _FLAGS = {"on": True, "1": True, "true": True, "yes": True,
