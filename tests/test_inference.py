@@ -121,7 +121,7 @@ def test_closed_stdout_stops_the_run_quietly_and_records_it(started):
     proc.wait(timeout=30)
     stderr = proc.stderr.read()
     assert first.startswith("[START] ") and proc.returncode == 1
-    assert "stdout was closed (broken pipe)" in stderr and "Traceback" not in stderr
+    assert "cannot write stdout (the reader went away)" in stderr and "Traceback" not in stderr
     db = sqlite_utils.Database(tmp_path / "traces.db")
     (run,) = db["runs"].rows
     (episode,) = db["episodes"].rows

@@ -26,11 +26,11 @@ def note(message: str) -> None:
     print(f"inference: {message}", file=sys.stderr, flush=True)
 
 
-class StdoutClosed(Interrupted):
-    """Nobody reads stdout any more (``python inference.py | head -1``): the run stops."""
+class StdoutFailed(Interrupted):
+    """stdout takes no more lines: its reader went away (``| head -1``), or a full disk."""
 
-    def __init__(self) -> None:
-        BaseException.__init__(self, "stdout was closed (broken pipe)")
+    def __init__(self, why: str) -> None:
+        BaseException.__init__(self, f"cannot write stdout ({why})")
         self.signum = 0
 
 
@@ -39,10 +39,11 @@ def emit(line: str) -> None:
     try:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as exc:
         # Later lines (the [END]) and Python's own flush at exit go nowhere, quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise StdoutClosed() from None
+        raise StdoutFailed("the reader went away" if isinstance(exc, BrokenPipeError)
+                           else exc.strerror or str(exc)) from None
 
 
 class EnvProvider:
@@ -191,6 +192,9 @@ def run(config: Config) -> int:
 
 def main(environ: dict[str, str] | None = None) -> int:
     """Entry point of ``inference.py``: read the configuration (and ``.env``), then run."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        note("stdout is closed: nowhere to print the log")
+        return 2
     if environ is None:
         from dotenv import find_dotenv, load_dotenv
 
