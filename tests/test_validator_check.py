@@ -38,8 +38,7 @@ def test_problems_locate_encoding_faults():
            b"[STEP] step=3 action=\xffx reward=0.50 done=false error=null\r",
            b"[STEP] step=4 action=a reward=0.50 done=true error=null\r",
            b"[END] success=true steps=4 score=0.5 rewards=0.50,0.50,0.50,0.50"]
-    # CRLF is seen per block of lines, so it comes first.
-    assert codes(check_lines(log)) == [("E102", 4, 58), ("E104", 2, 22), ("E106", 3, 23),
+    assert codes(check_lines(log)) == [("E104", 2, 22), ("E106", 3, 23), ("E102", 4, 58),
                                        ("E105", 4, 22)]
 
 

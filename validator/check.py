@@ -200,10 +200,13 @@ class Checker:
         if b"\r\n" in block:
             if not self.crlf_reported:
                 at = block.find(b"\r\n")
-                line = self.lineno + block.count(b"\n", 0, at)
-                col = len(block[block.rfind(b"\n", 0, at) + 1:at].decode("utf-8", "replace")) + 1
-                self._problem("E102", line, col, "CRLF line ending (\\r\\n): a grader splitting on "
-                              "\\n keeps the \\r (reported once per file)")
+                cut = block.rfind(b"\n", 0, at)  # the "\n" before the first line ending in CRLF
+                if cut > 0:  # check the lines before it first, so problems stay in line order
+                    self._block(block[:cut + 1])
+                    block, at = block[cut:], at - cut
+                col = len(block[1:at].decode("utf-8", "replace")) + 1
+                self._problem("E102", self.lineno + 1, col, "CRLF line ending (\\r\\n): a grader "
+                              "splitting on \\n keeps the \\r (reported once per file)")
                 self.crlf_reported = True
             block = block.replace(b"\r\n", b"\n")
         if any(b in block for b in _BAD_BYTES):
