@@ -252,7 +252,7 @@ class Checker:
         Anything else goes through ``_line``, one line at a time, with messages.
         """
         episodes = self.episodes
-        end_head = grammar.END_HEADS_BYTES[self.end_kind].match
+        end_line = grammar.END_BYTES[self.end_kind].match
         start_line = grammar.START_BYTES.match
         last, lineno = len(data) - 1, self.lineno
         pos = 0  # the "\n" before the next line
@@ -273,29 +273,32 @@ class Checker:
                         self._line(line.decode("utf-8"), lineno)
                     pos = end
                     continue
-            newline = data.index(b"\n", pos + 1)
             start = pos + 1
-            pos = newline
             lineno += 1
             # The common [END] and [START] lines, without building messages.
             if episodes.open_line:
-                m = end_head(data, start, newline)
+                m = end_line(data, start)
                 if m and m[1] == b"%d" % episodes.count and (
-                        data[m.end():newline].decode() == episodes.rewards.joined()) and (
+                        m[m.lastindex].decode() == episodes.rewards.joined()) and (
                         not self.open_score or 0.0 < float(m[2]) < 1.0):
                     episodes.close(lineno)
+                    pos = m.end() - 1
                     continue
-            elif start_line(data, start, newline + 1):
-                whole = self._whole_episode(data, newline, lineno, end_head)
-                if whole:
-                    pos, lineno = whole
-                else:
-                    episodes.start(lineno)
-                continue
-            self._line(data[start:newline].decode("utf-8"), lineno)
+            else:
+                m = start_line(data, start)
+                if m:
+                    whole = self._whole_episode(data, m.end() - 1, lineno, end_line)
+                    if whole:
+                        pos, lineno = whole
+                    else:
+                        episodes.start(lineno)
+                        pos = m.end() - 1
+                    continue
+            pos = data.index(b"\n", start)
+            self._line(data[start:pos].decode("utf-8"), lineno)
         self.lineno = lineno
 
-    def _whole_episode(self, data: bytes, pos: int, lineno: int, end_head) -> tuple[int, int] | None:
+    def _whole_episode(self, data: bytes, pos: int, lineno: int, end_line) -> tuple[int, int] | None:
         """Take the episode whose [START] (line ``lineno``) ends at ``data[pos]``, if all its
         lines are plain and here; return the position and line of its [END]."""
         end = data.find(b"\n[END] success=", pos)
@@ -303,13 +306,12 @@ class Checker:
         run = count and _step_run(data, pos, end, count, 1)
         if not run:
             return None
-        stop = data.index(b"\n", end + 1)
-        m = end_head(data, end + 1, stop)
-        if not (m and m[1] == b"%d" % count and data[m.end():stop] == run[0] and (
+        m = end_line(data, end + 1)
+        if not (m and m[1] == b"%d" % count and m[m.lastindex] == run[0] and (
                 not self.open_score or 0.0 < float(m[2]) < 1.0)):
             return None
         self.episodes.whole(count, lineno + count + 1)
-        return stop, lineno + count + 1
+        return m.end() - 1, lineno + count + 1
 
     # -- one line -------------------------------------------------------------------------
 

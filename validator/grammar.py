@@ -146,11 +146,13 @@ STEP_TAIL_BYTES = _bytes_pattern(
 START_BYTES = _bytes_pattern(
     rf"\[START\] task={_VISIBLE_ASCII}+ env={_VISIBLE_ASCII}+ model={_VISIBLE_ASCII}+\n"
 )
-#: The fast path's ``[END]`` line up to ``rewards=``: what follows must then equal the
-#: rewards the [STEP] lines printed (already checked), which makes the line valid.
-END_HEADS_BYTES = {
-    "END": _bytes_pattern(rf"\[END\] success={BOOL} steps=({INTEGER}) score=({SCORE}) rewards="),
-    "END_NOSCORE": _bytes_pattern(rf"\[END\] success={BOOL} steps=({INTEGER}) rewards="),
+#: The fast path's ``[END]`` line, ``(steps, score, rewards)`` (no score for END_NOSCORE).
+#: The steps are any digits and the rewards any of ``-.,0-9`` here: the checker requires
+#: them to equal the [STEP] lines' count and rewards, which makes the line valid.
+END_BYTES = {
+    "END": _bytes_pattern(
+        rf"\[END\] success={BOOL} steps=([0-9]+) score=({SCORE}) rewards=([-.,0-9]*)\n"),
+    "END_NOSCORE": _bytes_pattern(rf"\[END\] success={BOOL} steps=([0-9]+) rewards=([-.,0-9]*)\n"),
 }
 
 
