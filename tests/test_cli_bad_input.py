@@ -17,6 +17,16 @@ def test_export_into_a_missing_directory_names_the_file(db, tmp_path):
     assert not target.parent.exists()
 
 
+def test_export_onto_the_database_itself_is_refused(db, tmp_path):
+    before = snapshot(db)
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    for target in (db, link):
+        assert_one_line_error(run_cli(db, "export", "--all", "-o", str(target)),
+                              f"Error: {target}: is the trace database {db}; export to another file")
+    assert snapshot(db) == before
+
+
 def test_import_into_a_path_under_a_file_names_the_database(db, tmp_path):
     (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
     (tmp_path / "text.db").write_text("a file, not a directory\n")

@@ -234,6 +234,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
 
     if bool(run) == all_runs:
         raise click.UsageError("give one RUN or --all")
+    _not_the_database(output, db_path)
     with _output(output) as write, reading(db_path) as store:
         run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
         for run_id in run_ids:
@@ -245,6 +246,19 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
                 items = exports.episode_records(store, run_id)
             for item in items:
                 write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+
+
+def _not_the_database(output: str | None, db_path: str) -> None:
+    """Refuse an output file that is the database (or its WAL), by any name or link."""
+    from tracer.store import TraceError
+
+    for path in (db_path, f"{db_path}-wal", f"{db_path}-shm"):
+        try:
+            same = output is not None and os.path.samefile(output, path)
+        except OSError:  # one of them does not exist
+            continue
+        if same:
+            raise TraceError(f"{output}: is the trace database {db_path}; export to another file")
 
 
 @contextmanager
