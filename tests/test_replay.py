@@ -162,3 +162,12 @@ def test_a_corrupt_row_exits_2_before_anything_is_written(tmp_path):
     assert "column request is not valid JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert sqlite_utils.Database(db)["runs"].count == runs_before
+
+
+def test_since_out_of_the_utc_range_is_one_line(tmp_path):
+    db, _ = record(tmp_path)
+    for value in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        result = replay(db, "--all", "--since", value, "--offline")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"Error: --since {value!r} is out of range: in UTC it is before " \
+                                "year 1 or after year 9999\n"

@@ -412,7 +412,10 @@ def _iso_time(value: str | None) -> str | None:
              "2025-01-31T12:00:00+02:00)")
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)  # runs are recorded in UTC
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    try:
+        return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC time Python has
+        fail(f"--since {value!r} is out of range: in UTC it is before year 1 or after year 9999")
 
 
 @cli.command()
