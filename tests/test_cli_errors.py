@@ -4,9 +4,12 @@ import sqlite3
 
 import pytest
 import test_cli_fixtures
+from click.testing import CliRunner
 from test_cli_fixtures import corrupt, run_cli, snapshot
 
+from tracer.cli import cli
 from tracer.migrations import MIGRATIONS_TABLE
+from tracer.store import Store
 
 db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
@@ -92,3 +95,21 @@ def test_reading_commands_never_change_the_database(db):
         run_cli(db, *args)
     assert snapshot(db) == before
     assert sorted(p.name for p in db.parent.iterdir()) == ["traces.db"]
+
+
+def test_a_missing_database_given_as_dot_slash_is_named_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("./missing.db", "list")
+    assert_one_line_error(result)
+    assert result.stderr == "Error: ./missing.db: no such trace database\n"
+
+
+@pytest.mark.parametrize("args", [["--db", "", "list"], ["list", "--db", ""]],
+                         ids=["group", "command"])
+def test_an_empty_db_is_a_usage_error_not_the_default_database(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    Store(tmp_path / "traces" / "traces.db").close()  # the default exists: it must not be used
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "Error: Invalid value for '--db': is empty: give a trace database file" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -55,10 +56,18 @@ def fail(message: str) -> None:
     raise click.exceptions.Exit(2)
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse ``--db ""``: it would silently mean the default database."""
+    if value == "":
+        raise click.BadParameter("is empty: give a trace database file", ctx, param)
+    return value
+
+
 def _db_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A command's own --db wins, then ``tracer --db PATH COMMAND``, then TRACE_DB, the default."""
     from click.core import ParameterSource
 
+    _not_empty(ctx, param, value)
     before = ctx.find_root().params.get("db_path")
     if before and ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
         return before
@@ -83,8 +92,12 @@ def naming(db_path: str) -> Iterator[None]:
         yield
     except (TraceError, sqlite3.Error) as exc:
         message = str(exc)
-        raise TraceError(message if message.startswith(db_path) else f"{db_path}: {message}") \
-            from None
+        # The store names the file as a Path does (./t.db as t.db): name it once, as given.
+        for name in (db_path, str(Path(db_path))):
+            if message.startswith(f"{name}: "):
+                message = message[len(name) + 2:]
+                break
+        raise TraceError(f"{db_path}: {message}") from None
 
 
 @contextmanager
@@ -146,7 +159,7 @@ def flag(value: bool | None) -> str:
 
 @click.group(cls=TracerGroup)
 @click.version_option(__version__, prog_name="tracer")
-@click.option("--db", "db_path", metavar="PATH",
+@click.option("--db", "db_path", metavar="PATH", callback=_not_empty,
               help="Trace database file for the command (its own --db wins).")
 def cli(db_path: str | None) -> None:
     """Record, replay and inspect OpenEnv agent episodes."""
