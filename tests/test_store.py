@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,26 @@ def test_reading_a_missing_file_does_not_create_it(tmp_path):
     with pytest.raises(TraceError, match="no such trace database"):
         Store(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_reading_after_a_killed_writer_sees_its_rows_and_changes_no_file(tmp_path):
+    killed = ("import os, sys; from tracer.store import Store; "
+              "Store(sys.argv[1]).start_run(); os._exit(0)")  # like kill -9: no close, WAL left
+    subprocess.run([sys.executable, "-c", killed, str(tmp_path / "t.db")], check=True)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "t.db-shm"}
+    assert set(files) == {"t.db", "t.db-wal"}
+    store = Store(tmp_path / "t.db", create=False)
+    assert store.db["runs"].count == 1  # the row is only in the WAL
+    store.close()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "t.db-shm"} == files
+
+
+def test_a_store_opened_for_reading_writes_after_reopening(tmp_path):
+    Store(tmp_path / "t.db").close()
+    store = Store(tmp_path / "t.db", create=False)
+    assert not store.writable
+    run_id = store.start_run()
+    assert store.writable and store.db["runs"].get(run_id)["status"] == "running"
 
 
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path):

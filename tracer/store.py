@@ -90,7 +90,13 @@ class Store:
     """A trace database file, migrated to the current schema."""
 
     def __init__(self, path: str | os.PathLike, *, secrets: Iterable[str] = (), create: bool = True):
+        """Open (``create``: create and migrate) a trace database.
+
+        An existing file (``create=False``) is opened read-only, so reading it changes
+        nothing, not even a WAL left by a killed writer; the first write reopens it."""
         self.path = Path(path)
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._insert_sql: dict[tuple, str] = {}
         if not create:
             _check_existing(self.path)
         else:
@@ -99,21 +105,35 @@ class Store:
             except OSError as exc:
                 raise TraceError(f"{self.path}: cannot create its directory ({exc.strerror}: "
                                  f"{exc.filename})") from None
+        self._open(writable=create)
+
+    def _open(self, writable: bool) -> None:
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn = self._connect(writable)
             self.db = sqlite_utils.Database(conn)
-            self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-            self._insert_sql: dict[tuple, str] = {}
-            self._migrate(write=create)
-            if create:  # only once the file is known to be a trace database
+            self.writable = writable
+            self._migrate(write=writable)
+            if writable:  # only once the file is known to be a trace database
                 conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:  # no permission, a read-only directory, ...
+            raise TraceError(f"{self.path}: cannot open the database ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise TraceError(f"{self.path}: not a trace database ({exc})") from None
+
+    def _connect(self, writable: bool) -> sqlite3.Connection:
+        options = dict(isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                       check_same_thread=False)
+        if writable:
+            conn = sqlite3.connect(self.path, **options)
+        else:
+            # With a -wal file (a writer is at work, or was killed) read it too, read-only; with
+            # none, the main file holds everything: read it as it is, making no -wal or -shm
+            # file, which also works in a directory we cannot write to.
+            mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
+            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True, **options)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return conn
 
     # -- schema -----------------------------------------------------------------------
 
@@ -149,6 +169,9 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Run the block in one write transaction, taken up front so it never deadlocks."""
+        if not self.writable:  # opened for reading: the first write reopens it for writing
+            self.db.conn.close()
+            self._open(writable=True)
         self.db.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -245,8 +268,11 @@ def _check_existing(path: Path) -> None:
         raise TraceError(f"{path}: no such trace database")
     if path.is_dir():
         raise TraceError(f"{path}: is a directory, not a trace database")
-    with open(path, "rb") as f:
-        header = f.read(16)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
     if header and header != b"SQLite format 3\x00":
         raise TraceError(f"{path}: not a trace database (not an SQLite file)")
 
