@@ -48,6 +48,10 @@ def test_import_into_a_path_under_a_file_names_the_database(db, tmp_path):
      "column request is not a JSON object: [1]"),
     ("update steps set latency_ms = 'slow'", ["stats"], "column latency_ms is not a number"),
     ("update steps set reward = 'abc'", ["diff", "latest"], "column reward is not a number"),
+    ("update steps set step = 'x' where id = 1", ["diff", "latest"],
+     "steps row 1: column step is not an integer: 'x'"),
+    ("update episodes set position = 'first' where id = 1", ["diff", "latest"],
+     "episodes row 1: column position is not an integer: 'first'"),
 ])
 def test_a_row_of_the_wrong_shape_names_table_row_and_column(db, sql, args, message):
     run = json.loads(run_cli(db, "list", "--json").stdout)[0]["id"]

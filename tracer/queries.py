@@ -62,6 +62,12 @@ NUMBERS = {
     "steps": ("reward", "latency_ms"),
     "llm_calls": ("latency_ms",),
 }
+# Columns that order and match rows (diff sorts by them): whole numbers only.
+INTEGERS = {
+    "episodes": ("position",),
+    "steps": ("step",),
+    "llm_calls": ("step", "position"),
+}
 
 
 def decode(value: str | None, table: str, row_id: Any, column: str) -> Any:
@@ -85,6 +91,11 @@ def check_numbers(row: dict[str, Any], table: str) -> dict[str, Any]:
         if value is not None and not _is_number(value):
             raise TraceError(
                 f"{table} row {row['id']}: column {column} is not a number: {_clip(repr(value))}")
+    for column in INTEGERS[table]:
+        value = row.get(column)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise TraceError(
+                f"{table} row {row['id']}: column {column} is not an integer: {_clip(repr(value))}")
     return row
 
 
@@ -333,6 +344,7 @@ def diff_runs(store: Store, a: str, b: str) -> dict[str, Any]:
 def _diff_side(store: Store, run_id: str) -> dict[tuple[int, int | None], dict[str, Any]]:
     side: dict[tuple[int, int | None], dict[str, Any]] = {}
     for ep in rows(store, "select id, position from episodes where run_id = ?", [run_id]):
+        check_numbers(ep, "episodes")
         steps = step_rows(store, ep["id"])
         for s in steps:
             side[(ep["position"], s["step"])] = {f: s[f] for f in DIFF_FIELDS}
