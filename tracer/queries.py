@@ -56,6 +56,13 @@ SHAPES = {
     ("episodes", "reset_observation"): _OBJECT,
     ("llm_calls", "request"): _OBJECT,
 }
+# The shape of a member of a JSON object column, when the member is there and not null.
+MEMBERS = {
+    ("llm_calls", "request"): {
+        "messages": ("a list of objects",
+                     lambda v: isinstance(v, list) and all(isinstance(m, dict) for m in v)),
+    },
+}
 # Columns shown or computed with as numbers.
 NUMBERS = {
     "episodes": ("score", "reset_latency_ms"),
@@ -81,6 +88,11 @@ def decode(value: str | None, table: str, row_id: Any, column: str) -> Any:
     shape, fits = SHAPES.get((table, column), ("", lambda v: True))
     if decoded is not None and not fits(decoded):
         raise TraceError(f"{table} row {row_id}: column {column} is not {shape}: {_clip(value)}")
+    for key, (shape, fits) in MEMBERS.get((table, column), {}).items():
+        member = decoded.get(key) if isinstance(decoded, dict) else None
+        if member is not None and not fits(member):
+            raise TraceError(f"{table} row {row_id}: column {column}: {key} is not {shape}: "
+                             f"{_clip(json.dumps(member, ensure_ascii=False))}")
     return decoded
 
 
