@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import sqlite_utils
 from click.testing import CliRunner
 
 from tests.conftest import SECRET, free_port
+from tests.test_cli_fixtures import snapshot
 from tracer.cli import cli
 from tracer.config import Config
 from tracer.runner import run
@@ -28,6 +33,25 @@ def record(tmp_path, **overrides) -> tuple[str, str]:
 
 def replay(db: str, *args: str):
     return CliRunner().invoke(cli, ["replay", "--db", db, *args])
+
+
+@contextlib.contextmanager
+def http_server(directory):
+    """A plain static file server (python -m http.server): HTTP, but not an env."""
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # its log would go to the command's stderr
+            pass
+
+    directory.mkdir()
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def doubled_reward_env():
@@ -138,6 +162,49 @@ def test_an_env_that_cannot_be_reached_is_an_error_not_a_divergence(tmp_path):
     assert result.stderr.startswith(f"Error: the env at {url} could not be reached (")
     assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
     assert sqlite_utils.Database(db)["runs"].count == runs_before
+
+
+def test_a_server_that_is_not_an_openenv_env_is_an_error_not_a_divergence(tmp_path):
+    db, _ = record(tmp_path)
+    before = snapshot(Path(db))
+    with http_server(tmp_path / "web") as url:  # answers HTTP, but has no /schema
+        result = replay(db, "latest", "--env-url", url)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"Error: the env at {url} is not an OpenEnv env: "
+                             f"GET {url}/schema answered 404 File not found\n")
+    assert result.stdout == "" and snapshot(Path(db)) == before
+
+
+def test_a_recorded_env_url_that_is_down_is_an_error_not_a_divergence(tmp_path):
+    from tracer.echo_env import create_echo_app
+
+    with BackgroundServer(create_echo_app(), "env that goes away") as env:
+        db, _ = record(tmp_path, env_base_url=env.url)
+        record(tmp_path, env_base_url=env.url)
+    before = snapshot(Path(db))
+    for args in (["latest"], ["--all"]):
+        result = replay(db, *args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"Error: the env at {env.url} could not be reached (")
+        assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+        assert snapshot(Path(db)) == before
+
+
+def test_replay_all_checks_every_run_before_replaying_any(tmp_path):
+    db, _ = record(tmp_path, tasks=("alpha",))
+    record(tmp_path, tasks=("beta",))
+    database = sqlite_utils.Database(db)
+    last = next(database.query("select id from runs order by started_at desc limit 1"))["id"]
+    database.execute("update runs set config = json_set(config, '$.max_steps', 'many') "
+                     "where id = ?", [last])
+    database.conn.commit()
+    database.close()
+    before = snapshot(Path(db))
+    result = replay(db, "--all", "--offline")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"Error: {db}: runs row {last}: column config: max_steps: "
+                             "expected int, got 'many'\n")
+    assert result.stdout == "" and snapshot(Path(db)) == before
 
 
 def test_since_must_be_an_iso_time(tmp_path):

@@ -384,7 +384,7 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
     """
     from tracer.queries import open_store, resolve_run
-    from tracer.replay import describe, replay_run, select_runs
+    from tracer.replay import check_env, check_run, describe, replay_run, select_runs
 
     if bool(run) == all_runs:
         fail("give one RUN id (or 'latest') or --all")
@@ -393,15 +393,22 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
     with naming(db_path):
         store = open_store(db_path)
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
-    options = dict(offline=offline, env_url=env_url, lenient=lenient, record=not no_record,
-                   emit=click.echo)
+        # Every run is checked (one at a time: memory stays bounded) before any is replayed,
+        # so bad input stops the command before it writes anything.
+        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url)
+                    for run_id in run_ids}
+    for url in sorted(env_urls - {None}):
+        check_env(url)
+    options = {"offline": offline, "env_url": env_url, "lenient": lenient,
+               "record": not no_record, "emit": click.echo}
     if not all_runs:
-        report = replay_run(store, run_ids[0], **options)
+        with naming(db_path):
+            report = replay_run(store, run_ids[0], **options)
         for line in describe(report):
             click.echo(line, err=True)
         raise click.exceptions.Exit(1 if report.diverged else 0)
     reports = []
-    with click.progressbar(run_ids, label="replaying", file=sys.stderr) as bar:
+    with naming(db_path), click.progressbar(run_ids, label="replaying", file=sys.stderr) as bar:
         for run_id in bar:
             reports.append(replay_run(store, run_id, **options))
     for report in reports:

@@ -246,13 +246,9 @@ def replay_run(
 ) -> ReplayReport:
     """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
     run, recorded = load_recording(store, run_id)
-    if env_url:
-        _check_reachable(env_url)
-    overrides = {"env_base_url": env_url, "image": None} if env_url else {}
-    try:
-        config = Config.from_public({**run["config"], **overrides})
-    except ConfigError as exc:
-        raise TraceError(f"runs row {run_id}: column config: {exc}") from None
+    config = replay_config(run, env_url)
+    if not offline and config.env_base_url:
+        check_env(config.env_base_url)
     recorder = Recorder(store if record else None, store.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
     recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
@@ -281,12 +277,42 @@ def replay_run(
     return report
 
 
-def _check_reachable(url: str) -> None:
-    """Raise ``TraceError`` if nothing answers HTTP at ``url``: an error, not a divergence."""
+def replay_config(run: dict[str, Any], env_url: str | None = None) -> Config:
+    """Return the configuration a replay of ``run`` uses, or raise ``TraceError`` naming the row."""
+    overrides = {"env_base_url": env_url, "image": None} if env_url else {}
     try:
-        httpx.get(url, timeout=10)
+        return Config.from_public({**run["config"], **overrides})
+    except ConfigError as exc:
+        raise TraceError(f"runs row {run['id']}: column config: {exc}") from None
+
+
+def check_run(store: Store, run_id: str, *, offline: bool = False,
+              env_url: str | None = None) -> str | None:
+    """Check that ``run_id`` can be replayed (its rows, its config) before anything is written.
+
+    Return the URL of the running env the replay would use (None: offline, or started here)."""
+    run, _ = load_recording(store, run_id)
+    config = replay_config(run, env_url)
+    return None if offline else config.env_base_url
+
+
+def check_env(url: str) -> None:
+    """Raise ``TraceError`` unless ``url`` serves an OpenEnv env's /schema (an error, not a
+    divergence: the recording is not at fault)."""
+    schema_url = f"{url.rstrip('/')}/schema"  # as EnvProvider reads it
+    try:
+        response = httpx.get(schema_url, timeout=10)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise TraceError(f"the env at {url} could not be reached ({exc})") from None
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise TraceError(f"the env at {url} could not be reached ({why})") from None
+    if not response.is_success:
+        raise TraceError(f"the env at {url} is not an OpenEnv env: GET {schema_url} answered "
+                         f"{response.status_code} {response.reason_phrase}".rstrip())
+    try:
+        response.json()
+    except ValueError:
+        raise TraceError(f"the env at {url} is not an OpenEnv env: GET {schema_url} did not "
+                         "answer JSON") from None
 
 
 def divergences(old: RecordedEpisode, outcome: Outcome, transport: ReplayTransport) -> list[str]:
