@@ -142,6 +142,17 @@ def test_dotenv_in_the_working_directory_is_read(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "traces").exists()
 
 
+def test_a_full_disk_on_stdout_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    with open("/dev/full", "w") as full:  # every write fails: No space left on device
+        monkeypatch.setattr("sys.stdout", full)
+        code = run(config(tmp_path, max_steps=2))
+        monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot write stdout (No space left on device)" in err
+    (run_row,) = sqlite_utils.Database(tmp_path / "traces.db")["runs"].rows
+    assert run_row["status"] == "interrupted"
+
+
 def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):
     assert main({"TRACE_DB": str(tmp_path)}) == 2
     out, err = capsys.readouterr()
