@@ -366,7 +366,8 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @cli.command()
 @db_option
 @click.argument("run", required=False)
-@click.option("--all", "all_runs", is_flag=True, help="Replay every recorded run (see filters).")
+@click.option("--all", "all_runs", is_flag=True,
+              help="Replay every recorded run that is not itself a replay (see filters).")
 @click.option("--task", help="With --all: only runs that have an episode of this task.")
 @click.option("--since", metavar="ISO-TIME", callback=lambda ctx, param, value: _iso_time(value),
               help="With --all: only runs started at or after this (UTC unless it says).")
