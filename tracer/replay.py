@@ -355,7 +355,7 @@ def select_runs(store: Store, task: str | None = None, since: str | None = None,
     from tracer.queries import rows
     from tracer.store import effective_status
 
-    sql = "select id, status, pid from runs where replay_of is null"
+    sql = "select id, status, pid, process from runs where replay_of is null"
     params: list[Any] = []
     if since:
         sql += " and started_at >= ?"
@@ -364,4 +364,4 @@ def select_runs(store: Store, task: str | None = None, since: str | None = None,
         sql += " and id in (select run_id from episodes where task = ?)"
         params.append(task)
     found = rows(store, sql + " order by started_at, id", params)
-    return [r["id"] for r in found if not status or effective_status(r["status"], r["pid"]) == status]
+    return [r["id"] for r in found if not status or effective_status(r["status"], r["pid"], r["process"]) == status]
