@@ -49,6 +49,11 @@ SHAPES = {
     ("runs", "env_schema"): _OBJECT,
     ("runs", "config"): _OBJECT,
     ("runs", "versions"): _OBJECT,
+    ("runs", "command"): ("a list of strings",
+                          lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ("runs", "env_vars"): ("a list of strings",
+                           lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ("runs", "checks"): _OBJECT,
     ("episodes", "rewards"): ("a list of numbers",
                               lambda v: isinstance(v, list) and all(
                                   r is None or _is_number(r) for r in v)),
@@ -200,7 +205,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # -- show -----------------------------------------------------------------------------
 
-RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions")
+RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions", "command",
+                    "env_vars", "checks")
 
 
 def run_row(store: Store, run_id: str) -> dict[str, Any]:
