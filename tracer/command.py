@@ -531,8 +531,12 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             env_app = create_env_proxy(recorder, upstream=(options.env_url or "").rstrip("/"),
                                        responder=env_responder)
             env_proxy_url = stack.enter_context(BackgroundServer(env_app, "env proxy")).url
+        keyless = responder is not None or not keys
+        if keyless and responder is None and upstream is not None:
+            note(f"no key set (HF_TOKEN, API_KEY, OPENAI_API_KEY): the command gets "
+                 f"'{PLACEHOLDER_KEY}' in each")
         child_env, names = child_environ(environ, options, llm.url + base, env_proxy_url,
-                                         keyless=responder is not None or upstream is None)
+                                         keyless=keyless)
         source = ({"kind": "offline"} if env_responder else
                   {"kind": "proxied", "url": options.env_url} if options.env_url else
                   {"kind": "not proxied"})
