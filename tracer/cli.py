@@ -425,9 +425,11 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
+@click.option("--cwd", type=click.Path(file_okay=False), metavar="DIR",
+              help="Run a recorded command (tracer run) here, not where it was recorded.")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool) -> None:
+           no_record: bool, cwd: str | None) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -444,12 +446,12 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
         # Every run is checked (one at a time: memory stays bounded) before any is replayed,
         # so bad input stops the command before it writes anything.
-        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url)
+        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url, cwd=cwd)
                     for run_id in run_ids}
     for url in sorted(env_urls - {None}):
         check_env(url)
     options = {"offline": offline, "env_url": env_url, "lenient": lenient,
-               "record": not no_record, "emit": click.echo}
+               "record": not no_record, "emit": click.echo, "cwd": cwd}
     if not all_runs:
         with naming(db_path):
             report = replay_run(store, run_ids[0], **options)

@@ -111,6 +111,8 @@ class CommandRecorder:
         self.tasks: list[str] = []
         self.model: str | None = None
         self.sync: Callable[[], None] = lambda: None  # takes in stdout printed so far
+        self.lines: list[str] = []  # as printed (secrets redacted), for a replay's comparison
+        self.env_answers: dict[tuple[int, int], dict[str, Any]] = {}  # (episode, step): env step
 
     # -- writing ----------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class CommandRecorder:
     def _parse(self, line: str, store: Store | None) -> None:
         from validator.lines import read_fields
 
+        self.lines.append(line)
         read = read_fields(line.rstrip("\r"))
         kind, values = read if read else (None, {})
         if kind == "START":
@@ -179,6 +182,8 @@ class CommandRecorder:
                 return
             episode.steps += 1
             env = self.env_steps.popleft() if self.env_steps else {}
+            if env:
+                self.env_answers[(episode.position, episode.steps)] = env
             if store and episode.id:
                 error = values.get("error")
                 store.record_step(
@@ -234,7 +239,7 @@ class CommandRecorder:
                 self.outside_calls += 1
                 return Slot(None, None, self.outside_calls, now())
             episode.llm_calls += 1
-            return Slot(episode.id, episode.steps + 1, episode.llm_calls, now())
+            return Slot(episode.id, episode.steps + 1, episode.llm_calls, now(), episode.position)
 
     def record_llm(self, slot: Slot, exchange: Exchange) -> None:
         """Record one LLM exchange as ``inference.py`` records it."""
@@ -267,7 +272,8 @@ class CommandRecorder:
             self.env_position += 1
             episode = self.episode
             return Slot(episode.id if episode else None,
-                        episode.steps + 1 if episode else None, self.env_position, now())
+                        episode.steps + 1 if episode else None, self.env_position, now(),
+                        episode.position if episode else None)
 
     def record_env(self, slot: Slot, *, session: int | None, method: str, path: str,
                    request: Any, status_code: int | None, response: Any, latency_ms: float,
@@ -483,7 +489,8 @@ def _proxy_base(upstream: str | None) -> str:
 
 def run_command(options: CommandOptions, *, environ: dict[str, str] | None = None,
                 responder: Any = None, env_responder: Any = None,
-                stdout: IO[bytes] | None = None) -> tuple[int, CommandRecorder]:
+                stdout: IO[bytes] | None = None, checks: bool = True,
+                ) -> tuple[int, CommandRecorder]:
     """Run the command with its LLM (and env) traffic and stdout recorded; return its exit
     code (or 1 when ``check`` is set, a check failed and it exited 0) and the recorder.
 
@@ -579,8 +586,9 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
                 signal.signal(s, handler)
         exit_code = returncode if returncode >= 0 else 128 - returncode
         report = checker.close()
-        checks = grader_checks(recorder, report, keyed=bool(keys) and responder is None)
-        print_checks(checks, report)
+        verdicts = grader_checks(recorder, report, keyed=bool(keys) and responder is None)
+        if checks:
+            print_checks(verdicts, report)
         if signalled:
             status, error = "interrupted", f"interrupted by signal {signalled[0]}"
         elif returncode < 0:
@@ -588,9 +596,9 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
         else:
             status, error = ("completed", None) if returncode == 0 else (
                 "failed", f"exited with code {returncode}")
-        recorder.finish(status, exit_code, error, checks)
+        recorder.finish(status, exit_code, error, verdicts)
         if store is not None:
             store.close()
-    if options.check and exit_code == 0 and not all(c["ok"] for c in checks["checks"]):
+    if options.check and exit_code == 0 and not all(c["ok"] for c in verdicts["checks"]):
         return 1, recorder
     return exit_code, recorder

@@ -37,6 +37,7 @@ class Slot:
     step: int | None
     position: int
     started_at: str
+    episode: int | None = None  # the episode's position in the run
 
 
 class ExchangeLog(Protocol):
@@ -71,6 +72,11 @@ def bearer(headers: Any) -> str | None:
 def same_key(sent: str | None, given: list[str]) -> bool:
     """Compare a key in constant time with each given one, keeping neither."""
     return sent is not None and any(hmac.compare_digest(sent.encode(), g.encode()) for g in given)
+
+
+def unreachable(upstream: str | None, why: str) -> str:
+    """Return what the script is told when the upstream cannot be reached."""
+    return f"tracer proxy: the upstream {upstream} could not be reached ({why})"
 
 
 def error_body(message: str) -> dict[str, Any]:
@@ -126,9 +132,8 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
                 stream=True)
         except httpx.HTTPError as exc:
             why = " ".join(str(exc).split()) or type(exc).__name__
-            message = f"tracer proxy: the upstream {upstream} could not be reached ({why})"
             finish(None, None, f"{type(exc).__name__}: {why}")
-            return JSONResponse(error_body(message), status_code=502)
+            return JSONResponse(error_body(unreachable(upstream, why)), status_code=502)
 
         encoding = upstream_response.headers.get("content-encoding")
 
