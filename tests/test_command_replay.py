@@ -143,3 +143,19 @@ def test_bad_replays_are_one_line_and_write_nothing(recorded, tmp_path):
     assert nothing.exit_code == 2 and "has no recorded LLM calls to replay" in nothing.stderr
     assert db_rows(tmp_path, "select count(*) from runs") == [(before[0][0] + 1,)]
     assert "Traceback" not in elsewhere.stderr + gone.stderr + nothing.stderr
+
+
+def test_an_exported_command_run_imports_elsewhere_and_replays_offline(recorded, tmp_path):
+    from click.testing import CliRunner
+
+    db, runs, _ = recorded
+    run_id, stdout = runs["seed_like.py"]
+    exported = tmp_path / "run.jsonl"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", str(db / "t.db"), "export", run_id, "-o",
+                               str(exported)]).exit_code == 0
+    imported = runner.invoke(cli, ["--db", str(tmp_path / "t.db"), "import", str(exported)])
+    assert imported.exit_code == 0, imported.output
+    result = replay(tmp_path, run_id, "--offline", "--no-record", "--cwd", str(db))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == stdout
