@@ -19,6 +19,7 @@ from typing import Any
 
 from tracer.command import (ENV_URL_VARS, KEY_VARS, LLM_URL_VARS, CommandError, CommandOptions,
                             CommandRecorder, resolve_command, run_command)
+from tracer.envproxy import is_close
 from tracer.proxy import Answer, Slot, error_body, unreachable
 from tracer.queries import decode, episode_rows, llm_call_rows, rows, run_row, step_rows
 from tracer.replay import MAX_DIFFS, EpisodeReport, ReplayReport, _short, json_diff
@@ -142,7 +143,7 @@ class EnvReplay:
         for message in recording.env:
             if message["session"] is None:
                 self.http.append(message)
-            elif not _is_close(message["request"]):
+            elif not is_close(message["request"]):
                 self.sessions[message["session"]].append(message)
         self.lenient = lenient
         self.differences: list[str] = []
@@ -171,10 +172,6 @@ class EnvReplay:
                 return 200, {"type": "error", "data": {"message": f"tracer replay: {text}"}}
         queue.popleft()
         return 200, recorded["response"]
-
-
-def _is_close(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("type") == "close"
 
 
 def replay_command(store: Store, run_id: str, *, offline: bool = False,

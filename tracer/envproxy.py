@@ -9,7 +9,6 @@ one message. An exchange is recorded as the pair.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -87,7 +86,11 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
         path = ws.url.path
         await ws.accept()
         if responder is not None:
-            await _answer_messages(ws, session, path, responder, log, record)
+            async def answer(message: Any, text: str) -> tuple[int, Any]:
+                if is_close(message):
+                    return 0, None
+                return await responder(session, "WS", path, message)
+            await _relay(ws, session, path, answer, log, record)
             return
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
@@ -96,37 +99,25 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
         try:
             upstream_ws = await connect(f"{ws_url(upstream)}{path}{query}", max_size=None,
                                         open_timeout=10)
-        except (OSError, asyncio.TimeoutError, Exception) as exc:  # refused, bad handshake
-            slot, t0 = log.env_slot(), time.perf_counter()
-            record(slot, t0, session, "WS", path, None, None, None,
+        except Exception as exc:  # refused, a bad handshake, a time-out
+            record(log.env_slot(), time.perf_counter(), session, "WS", path, None, None, None,
                    f"could not connect to the env: {type(exc).__name__}: {exc}")
             await ws.close(code=1011)
             return
+
+        async def forward(message: Any, text: str) -> tuple[int, Any]:
+            await upstream_ws.send(text)
+            if is_close(message):
+                return 0, None  # the server closes without answering
+            reply = await upstream_ws.recv()
+            return 200, reply if isinstance(reply, str) else reply.decode("utf-8", "replace")
+
         try:
             async with upstream_ws:
-                while True:
-                    try:
-                        text = await ws.receive_text()
-                    except WebSocketDisconnect:
-                        return
-                    slot, t0 = log.env_slot(), time.perf_counter()
-                    message = decode_body(text.encode())
-                    await upstream_ws.send(text)
-                    if isinstance(message, dict) and message.get("type") == "close":
-                        record(slot, t0, session, "WS", path, message, None, None)
-                        continue  # the server closes without answering
-                    try:
-                        reply = await upstream_ws.recv()
-                    except ConnectionClosed as exc:
-                        record(slot, t0, session, "WS", path, message, None, None,
-                               f"the env closed the connection ({exc})")
-                        await ws.close()
-                        return
-                    reply_text = reply if isinstance(reply, str) else reply.decode("utf-8", "replace")
-                    record(slot, t0, session, "WS", path, message, 200,
-                           decode_body(reply_text.encode()))
-                    await ws.send_text(reply_text)
-        except ConnectionClosed:
+                await _relay(ws, session, path, forward, log, record)
+        except ConnectionClosed as exc:
+            record(log.env_slot(), time.perf_counter(), session, "WS", path, None, None, None,
+                   f"the env closed the connection ({exc})")
             await ws.close()
 
     app = Starlette(routes=[WebSocketRoute("/{path:path}", websocket),
@@ -135,8 +126,11 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
     return app
 
 
-async def _answer_messages(ws: WebSocket, session: int, path: str, responder: EnvResponder,
-                           log: EnvLog, record: Callable[..., None]) -> None:
+async def _relay(ws: WebSocket, session: int, path: str,
+                 answer: Callable[[Any, str], Awaitable[tuple[int, Any]]], log: EnvLog,
+                 record: Callable[..., None]) -> None:
+    """Pass each message of a WebSocket session to ``answer`` and its reply back, recording
+    the pair; a ``close`` message gets no reply."""
     while True:
         try:
             text = await ws.receive_text()
@@ -144,13 +138,18 @@ async def _answer_messages(ws: WebSocket, session: int, path: str, responder: En
             return
         slot, t0 = log.env_slot(), time.perf_counter()
         message = decode_body(text.encode())
-        if isinstance(message, dict) and message.get("type") == "close":
+        status, reply = await answer(message, text)
+        if is_close(message):
             record(slot, t0, session, "WS", path, message, None, None)
-            await ws.close()
-            return
-        status, answer = await responder(session, "WS", path, message)
-        record(slot, t0, session, "WS", path, message, status, answer)
-        await ws.send_text(answer if isinstance(answer, str) else _json(answer))
+            continue
+        reply_text = reply if isinstance(reply, str) else _json(reply)
+        record(slot, t0, session, "WS", path, message, status, decode_body(reply_text.encode()))
+        await ws.send_text(reply_text)
+
+
+def is_close(message: Any) -> bool:
+    """Return whether a WebSocket message ends the session (OpenEnv's ``close``)."""
+    return isinstance(message, dict) and message.get("type") == "close"
 
 
 def _json(value: Any) -> str:
