@@ -159,3 +159,17 @@ def test_an_exported_command_run_imports_elsewhere_and_replays_offline(recorded,
     result = replay(tmp_path, run_id, "--offline", "--no-record", "--cwd", str(db))
     assert result.exit_code == 0, result.stderr
     assert result.stdout_bytes == stdout
+
+
+def test_seed_makes_an_unseeded_random_env_replay_identically(tmp_path):
+    argv = ["--", sys.executable, str(SCRIPTS / "random_env.py")]
+    seeded = tracer_run(tmp_path, "--seed", "7", *argv)
+    unseeded = tracer_run(tmp_path, *argv)
+    assert seeded.exit_code == unseeded.exit_code == 0
+    (seeded_id,), (unseeded_id,) = db_rows(tmp_path, "select id from runs order by started_at")
+    again = replay(tmp_path, seeded_id, "--no-record")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout_bytes == seeded.stdout_bytes
+    drifted = replay(tmp_path, unseeded_id, "--no-record")
+    assert drifted.exit_code == 1
+    assert f"replay of {unseeded_id} diverged: episode 1 (dice): step 1: reward " in drifted.stderr
