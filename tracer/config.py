@@ -41,6 +41,7 @@ class Config:
     stream: bool = False
     trace: bool = True
     trace_db: str = "traces/traces.db"
+    strict_exit: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -69,6 +70,7 @@ class Config:
             stream=_flag(get, "STREAM", False),
             trace=_flag(get, "TRACE", True),
             trace_db=get("TRACE_DB") or "traces/traces.db",
+            strict_exit=_flag(get, "TRACE_STRICT_EXIT", False),
         )._checked(by_variable=True)
 
     @classmethod
@@ -129,7 +131,7 @@ _PUBLIC_TYPES: dict[str, tuple[type, ...]] = {
     "env_base_url": (str, type(None)), "tasks": (list, tuple), "benchmark": (str,),
     "max_steps": (int,), "temperature": (int, float), "max_tokens": (int,),
     "success_threshold": (int, float), "seed": (int, type(None)), "stream": (bool,),
-    "trace": (bool,), "trace_db": (str,),
+    "trace": (bool,), "trace_db": (str,), "strict_exit": (bool,),
 }
 
 

@@ -172,14 +172,21 @@ def run(config: Config) -> int:
             if recorder.run_id:
                 note(f"recording run {recorder.run_id} into {config.trace_db}")
             llm = llm_client(config, recorder)
+            failed = 0
             for position, task in enumerate(config.tasks, 1):
                 outcome = run_episode(settings_for(config, task), llm, env.open, env.action_schema,
                                       recorder, emit, position)
-                if outcome.status != "completed":
-                    status, exit_code = "failed", 1
+                failed += outcome.status != "completed"
+            if failed:
+                # Every [END] was printed: the log is whole, so graders get 0 unless asked.
+                status, exit_code = "failed", 1 if config.strict_exit else 0
+                note(f"{failed} of {len(config.tasks)} episode(s) failed (see above); exit code "
+                     f"{exit_code}" + ("" if config.strict_exit else ", TRACE_STRICT_EXIT=1 makes it 1"))
         except Interrupted as exc:
             note(f"{exc}: episode ended early")
-            status, exit_code = "interrupted", 1
+            # 128 + the signal's number, as a shell reports a process a signal ended; stdout
+            # that takes no more lines (no signal) is 1: its [END] may not have been read.
+            status, exit_code = "interrupted", 128 + exc.signum if exc.signum else 1
         except Exception as exc:  # a bug of ours: say it in one line, and record the run as failed
             note(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
             status, exit_code = "failed", 1
