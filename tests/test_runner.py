@@ -220,3 +220,13 @@ def test_a_failed_llm_attempt_is_retried_recorded_and_replayed_the_same(tmp_path
     result = CliRunner().invoke(cli, ["replay", "latest", "--offline", "--db", str(tmp_path / "traces.db")])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == recorded
+
+
+def test_the_prompt_is_the_same_under_openenv_and_openenv_core():
+    # openenv 0.10 sends an observation's empty metadata; openenv-core 0.3 left it out. A run
+    # recorded under one must replay under the other, so the prompt may not show it.
+    from tracer.agent import user_prompt
+
+    assert user_prompt(1, {"echoed_message": "hi", "metadata": {}}, 0.0, []) == \
+        user_prompt(1, {"echoed_message": "hi"}, 0.0, [])
+    assert '"metadata": {"source": "x"}' in user_prompt(1, {"metadata": {"source": "x"}}, 0.0, [])

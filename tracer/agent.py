@@ -134,6 +134,10 @@ def last_action_error(observation: Any) -> str | None:
 def user_prompt(step: int, observation: Any, last_reward: float, history: list[str]) -> str:
     """Return the user message for ``step``, like the seed's prompt."""
     history_block = "\n".join(history[-4:]) if history else "None"
+    if isinstance(observation, dict) and observation.get("metadata") == {}:
+        # openenv 0.10 sends an observation's empty metadata, openenv-core 0.3 did not: leave it
+        # out, so the same env gives the same prompt (and replays) under either.
+        observation = {k: v for k, v in observation.items() if k != "metadata"}
     return (
         f"Step: {step}\n"
         f"Last observation: {json.dumps(observation, sort_keys=True, ensure_ascii=False)}\n"

@@ -15,7 +15,7 @@ import httpx
 
 from tracer.agent import SIGNALS, Interrupted, Settings, run_episode
 from tracer.config import Config, ConfigError
-from tracer.recorder import Recorder
+from tracer.recorder import Recorder, openenv_version
 from tracer.store import Store, TraceError, secrets_from_environ
 
 LLM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -166,6 +166,10 @@ def run(config: Config) -> int:
                      f"'{STANDIN_MODEL}', not a real LLM")
                 server = stack.enter_context(BackgroundServer(create_standin_app(), "stand-in model"))
                 config = replace(config, api_base_url=server.url + "/v1", model=STANDIN_MODEL)
+            if " + " in (installed := openenv_version()):
+                note(f"{installed} are both installed and share the openenv/ files; expected: "
+                     "`openenv` alone (pip uninstall openenv-core; "
+                     "pip install --force-reinstall --no-deps openenv)")
             env = EnvProvider(config, on_schema=lambda schema: recorder.update_run(env_schema=schema))
             stack.callback(env.stop)
             recorder.start_run(config, env.source)
