@@ -135,6 +135,7 @@ def test_trace_off_records_nothing(tmp_path, capsys):
     ("TRACE", "maybe", "TRACE: expected on or off"),
     ("STREAM", "maybe", "STREAM: expected on or off"),
     ("TRACE_STRICT_EXIT", "maybe", "TRACE_STRICT_EXIT: expected on or off"),
+    ("EMBEDDED_ENV", "chess", "EMBEDDED_ENV: expected one of echo, mcp-echo, got 'chess'"),
     ("TEMPERATURE", "nan", "TEMPERATURE: expected a finite number"),
     ("TEMPERATURE", "inf", "TEMPERATURE: expected a finite number"),
     ("MAX_TOKENS", "1" + "0" * 400, "MAX_TOKENS: must be at most 1,000,000"),

@@ -386,17 +386,21 @@ def _is_tool_call(action: Any) -> bool:
 
 
 def _tool_trace_entry(step: dict[str, Any]) -> dict[str, Any]:
-    """Return a step's MCP tool call as OpenEnv's collect ``tool_trace`` entry."""
-    observation = step["observation"] if isinstance(step["observation"], dict) else {}
-    error = observation.get("error")
+    """Return a step's MCP tool call as OpenEnv's collect ``tool_trace`` entry, in the shape
+    OpenEnv's own step-env sessions give it (the step's reward in ``metadata``)."""
+    from tracer.mcp_agent import tool_error
+
+    action = step["action"]
     return {
-        "tool_name": step["action"].get("tool_name"),
-        "arguments": step["action"].get("arguments") or {},
+        "tool_name": action.get("tool_name"),
+        "arguments": action.get("arguments") or {},
         "result": {
-            "data": observation.get("result"),
+            "data": {"tool_name": action.get("tool_name"), "arguments": action.get("arguments") or {},
+                     "observation": step["observation"], "reward": step["reward"],
+                     "done": bool(step["done"])},
             "done": bool(step["done"]),
-            "metadata": observation.get("metadata") or {},
-            "error": (error.get("message") if isinstance(error, dict) else error) or step["error"],
+            "metadata": {"reward": step["reward"]},
+            "error": tool_error(step["observation"]) or step["error"],
         },
     }
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tracer.agent import Outcome, StopEpisode, run_episode
+from tracer.mcp_agent import LIST_TOOLS
 from tracer.config import Config, ConfigError
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
@@ -136,6 +137,8 @@ class OfflineEnv:
         return _Result(data.get("observation"), data.get("reward"), bool(data.get("done")))
 
     def step(self, action: Any) -> _Result:
+        if action == LIST_TOOLS:  # an MCP env's tools, recorded with the reset observation
+            return _Result({"tools": self.reset_data.get("tools") or []}, None, False)
         if self.position >= len(self.steps):
             raise StopEpisode(f"step {self.position + 1}: the recording has only {len(self.steps)} steps")
         recorded = self.steps[self.position]

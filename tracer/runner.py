@@ -60,7 +60,7 @@ class EnvProvider:
         elif config.image:
             self.source = {"kind": "image", "image": config.image}
         else:
-            self.source = {"kind": "embedded", "name": "echo"}
+            self.source = {"kind": "embedded", "name": config.embedded_env}
 
     def _start(self) -> None:
         if self.base_url:
@@ -76,10 +76,14 @@ class EnvProvider:
             provider.wait_for_ready(url)
             self.base_url = url
         else:
-            from tracer.echo_env import create_echo_app
             from tracer.servers import BackgroundServer
 
-            self.base_url = self._stack.enter_context(BackgroundServer(create_echo_app(), "echo env")).url
+            if self.source["name"] == "mcp-echo":
+                from tracer.mcp_env import create_mcp_echo_app as create_app
+            else:
+                from tracer.echo_env import create_echo_app as create_app
+            server = BackgroundServer(create_app(), f"{self.source['name']} env")
+            self.base_url = self._stack.enter_context(server).url
         try:
             response = httpx.get(f"{self.base_url}/schema", timeout=10)
             response.raise_for_status()
