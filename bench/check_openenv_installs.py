@@ -33,7 +33,7 @@ OPENENV_CORE = "openenv-core==0.3.0"
 
 
 def sh(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, **kwargs)
+    return subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)
 
 
 def pip(python: Path, *args: str) -> None:

@@ -17,7 +17,6 @@ from tracer.export import FORMAT_SCHEMAS, schema_path
 from tracer.runner import run
 from tracer.store import Store
 
-
 db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 

@@ -23,15 +23,15 @@ def test_the_mcp_echo_env_is_driven_by_openenvs_own_mcp_tool_client():
     from tracer.mcp_env import create_mcp_echo_app
     from tracer.servers import BackgroundServer
 
-    with BackgroundServer(create_mcp_echo_app(), "mcp env") as server:
-        with MCPToolClient(base_url=server.url).sync() as env:
-            env.reset()
-            assert [tool.name for tool in env.list_tools()] == ["echo_message"]
-            assert env.call_tool("echo_message", message="hi there") == "hi there"
-            result = env.step(CallToolAction(tool_name="echo_message", arguments={"message": "abcd"}))
-            assert result.reward == pytest.approx(0.4) and result.observation.error is None
-            missing = env.step(CallToolAction(tool_name="shout", arguments={}))
-            assert missing.reward == 0.0 and missing.observation.error.error_type == "tool_not_found"
+    with BackgroundServer(create_mcp_echo_app(), "mcp env") as server, \
+            MCPToolClient(base_url=server.url).sync() as env:
+        env.reset()
+        assert [tool.name for tool in env.list_tools()] == ["echo_message"]
+        assert env.call_tool("echo_message", message="hi there") == "hi there"
+        result = env.step(CallToolAction(tool_name="echo_message", arguments={"message": "abcd"}))
+        assert result.reward == pytest.approx(0.4) and result.observation.error is None
+        missing = env.step(CallToolAction(tool_name="shout", arguments={}))
+        assert missing.reward == 0.0 and missing.observation.error.error_type == "tool_not_found"
 
 
 def record_mcp(db, **overrides) -> str:
@@ -55,7 +55,7 @@ def test_an_mcp_episode_runs_offline_through_tool_calls_and_replays_byte_identic
         assert action["type"] == "call_tool" and action["tool_name"] == "echo_message"
         message = action["arguments"]["message"]
         # action= prints the call compactly; the env echoed it and paid 0.1 per character.
-        assert line.action == 'echo_message({"message":%s})' % json.dumps(message)
+        assert line.action == f'echo_message({{"message":{json.dumps(message)}}})'
         assert json.loads(step["observation"])["result"]["data"] == message
         assert step["reward"] == pytest.approx(len(message) * 0.1)
     (episode,) = rows["episodes"].rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def schema_path(name: str) -> Path:
     return SCHEMAS / f"{name}.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str = "episode") -> Any:
     import jsonschema  # only exports and imports pay for it
 

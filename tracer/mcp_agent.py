@@ -94,7 +94,7 @@ class ToolConversation:
                     raise ValueError(f"tool call arguments are not JSON: "
                                      f"{function.get('arguments', '')[:80]!r}") from None
                 if not isinstance(arguments, dict):
-                    raise ValueError(f"tool call arguments are not a JSON object: {arguments!r}")
+                    raise TypeError(f"tool call arguments are not a JSON object: {arguments!r}")
                 self._queued.append((call.get("id") or "", function.get("name") or "", arguments))
             if not self._queued:
                 return None
@@ -111,9 +111,9 @@ class ToolConversation:
         self.messages.append({"role": "tool", "tool_call_id": self._pending_id, "content": content})
 
     def _complete(self, llm: Any, settings: Any) -> dict[str, Any]:
-        params = dict(model=settings.model, messages=self.messages, tools=openai_tools(self.tools),
-                      temperature=settings.temperature, max_tokens=settings.max_tokens,
-                      stream=settings.stream)
+        params = {"model": settings.model, "messages": self.messages,
+                  "tools": openai_tools(self.tools), "temperature": settings.temperature,
+                  "max_tokens": settings.max_tokens, "stream": settings.stream}
         if not settings.stream:
             reply = llm.chat.completions.create(**params).choices[0].message
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}

@@ -13,7 +13,6 @@ from tracer.sse import redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
-
 #: The distributions that install the ``openenv`` package: the maintained one, and the one
 #: frozen at 0.3.0 that older projects still have.
 OPENENV_DISTRIBUTIONS = ("openenv", "openenv-core")

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from tracer.agent import Outcome, StopEpisode, run_episode
-from tracer.mcp_agent import LIST_TOOLS
 from tracer.config import Config, ConfigError
+from tracer.mcp_agent import LIST_TOOLS
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
 from tracer.runner import EnvProvider, llm_client, settings_for
