@@ -134,6 +134,13 @@ def test_every_format_passes_its_shipped_schema_and_the_schema_can_fail(recorded
         jsonschema.validate(broken, schema)
 
 
-def test_tracer_packages_ship_every_format_schema():
-    for name in {*FORMAT_SCHEMAS.values(), "collect-metadata"}:
-        assert json.loads(schema_path(name).read_text())["$id"].endswith(f"{name}.schema.json")
+@pytest.mark.parametrize("fmt", [*FORMAT_SCHEMAS, "collect-metadata"])
+def test_tracer_schema_prints_each_formats_shipped_schema(fmt):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    result = CliRunner().invoke(cli, ["schema", "--format", fmt])
+    name = FORMAT_SCHEMAS.get(fmt, fmt)
+    assert result.exit_code == 0 and json.loads(result.stdout) == json.loads(schema_path(name).read_text())
+    assert json.loads(result.stdout)["$id"].endswith(f"/tracer/schemas/{name}.schema.json")

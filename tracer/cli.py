@@ -493,11 +493,16 @@ def stats(db_path: str, as_json: bool) -> None:
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of one line of a jsonl export."""
-    from tracer.export import schema_text
+@click.option("--format", "fmt", default="jsonl", show_default=True,
+              type=click.Choice(["jsonl", "messages", "call-messages", "trace", "collect",
+                                 "collect-metadata"]),
+              help="The export format whose rows the schema describes (collect-metadata: the "
+                   "metadata.json of --format collect).")
+def schema(fmt: str) -> None:
+    """Print the JSON Schema of one row of an export (a jsonl line by default)."""
+    from tracer.export import FORMAT_SCHEMAS, schema_path
 
-    click.echo(schema_text(), nl=False)
+    click.echo(schema_path(FORMAT_SCHEMAS.get(fmt, fmt)).read_text(encoding="utf-8"), nl=False)
 
 
 if __name__ == "__main__":
