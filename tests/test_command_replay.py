@@ -173,3 +173,31 @@ def test_seed_makes_an_unseeded_random_env_replay_identically(tmp_path):
     drifted = replay(tmp_path, unseeded_id, "--no-record")
     assert drifted.exit_code == 1
     assert f"replay of {unseeded_id} diverged: episode 1 (dice): step 1: reward " in drifted.stderr
+
+
+def test_a_replay_sets_the_recorded_settings_again(tmp_path):
+    argv = ["--", sys.executable, str(SCRIPTS / "async_two_calls.py")]
+    recorded = tracer_run(tmp_path, *argv, env={"MODEL_NAME": "grader-model"})
+    assert recorded.exit_code == 0
+    (run_id,) = db_rows(tmp_path, "select id from runs")[0]
+    unset = replay(tmp_path, run_id, "--no-record", env={"MODEL_NAME": None})
+    assert unset.exit_code == 0, unset.stderr
+    other = replay(tmp_path, run_id, "--no-record", env={"MODEL_NAME": "another"})
+    assert other.exit_code == 0, other.stderr
+    assert "MODEL_NAME: the recorded value 'grader-model' is used, not 'another'" in other.stderr
+
+
+def test_a_live_replay_needs_no_openenv_schema_from_a_teams_env_server(tmp_path):
+    from tests.test_command_run import a_plain_http_env
+
+    with a_plain_http_env() as env:
+        recorded = tracer_run(tmp_path, "--env-url", env.url, "--",
+                              sys.executable, str(SCRIPTS / "http_env.py"))
+        assert recorded.exit_code == 0
+        (run_id,) = db_rows(tmp_path, "select id from runs")[0]
+        live = replay(tmp_path, run_id, "--no-record")
+    assert live.exit_code == 0, live.stderr
+    assert live.stdout_bytes == recorded.stdout_bytes
+    offline = replay(tmp_path, run_id, "--no-record", "--offline")
+    assert offline.exit_code == 0, offline.stderr
+    assert offline.stdout_bytes == recorded.stdout_bytes

@@ -17,7 +17,8 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "ok": ok, "detail": detail}
 
 
-def grader_checks(recorder: CommandRecorder, report: Report, keyed: bool) -> dict[str, Any]:
+def grader_checks(recorder: CommandRecorder, report: Report, keyed: bool,
+                  env_proxied: bool = False) -> dict[str, Any]:
     """Return each check (name, ok, detail) with the validator's summary of stdout."""
     tally = recorder.tally
     if report.ok:
@@ -37,12 +38,27 @@ def grader_checks(recorder: CommandRecorder, report: Report, keyed: bool) -> dic
     checks.append(_check("llm calls through API_BASE_URL",
                          tally.llm_calls > 0 or not tally.step_lines, via))
 
-    lost = [n for digest, n in tally.failed_calls if digest not in tally.recovered]
+    lost: dict[str, int] = {}  # request hash: its first failed call
+    for digest, n in tally.failed_calls:
+        if digest not in tally.recovered:
+            lost.setdefault(digest, n)
     failed = f"{len(tally.failed_calls)} of {tally.llm_calls} exchange(s) failed"
     if lost:
-        failed += (f"; {len(lost)} never answered by a retry (#{', #'.join(map(str, lost[:5]))}):"
-                   " the script went on without the model's answer")
+        first = ", #".join(map(str, list(lost.values())[:5]))
+        failed += (f"; {len(lost)} request(s) never answered by a retry (calls #{first}): the "
+                   "script went on without the model's answer")
     checks.append(_check("llm failures", not lost, failed))
+
+    if env_proxied:
+        if tally.env_exchanges == 0 and tally.step_lines:
+            detail = (f"0 exchanges while {tally.step_lines} [STEP] line(s) were printed: the "
+                      "script reaches its env some other way (a hard-coded URL? --env-var NAME "
+                      "for the variable it reads)")
+        else:
+            detail = f"{tally.env_exchanges} exchange(s), {tally.env_failed} failed"
+        checks.append(_check("env calls through ENV_BASE_URL",
+                             (tally.env_exchanges > 0 or not tally.step_lines)
+                             and not tally.env_failed, detail))
 
     if keyed:
         detail = (f"{tally.keys_given} call(s) sent the given key, {tally.keys_other} another "

@@ -177,12 +177,19 @@ def cli(db_path: str | None) -> None:
               help="Another variable the script reads its env URL from (repeatable).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port of the LLM proxy on 127.0.0.1 (default: a free one).")
+@click.option("--env-port", type=click.IntRange(0, 65535), default=0,
+              help="Port of the env proxy (default: a free one; fix it when the script prints "
+                   "its env URL and replays must print the same).")
+@click.option("--keep-var", "keep_vars", multiple=True, metavar="NAME",
+              help="Also record this variable's value, set again on replay (repeatable; "
+                   "MODEL_NAME, TASKS, MAX_STEPS... are always kept).")
 @click.option("--seed", type=int, help="Seed the script's random and numpy at start-up.")
 @click.option("--check", is_flag=True,
               help="Exit 1 when a grader check fails and the command exited 0.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(db_path: str, upstream: str | None, env_url: str | None, env_vars: tuple[str, ...],
-        port: int, seed: int | None, check: bool, command: tuple[str, ...]) -> None:
+        port: int, env_port: int, keep_vars: tuple[str, ...], seed: int | None, check: bool,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND (a team's own inference.py) and record it: its LLM calls through a local
     proxy at $API_BASE_URL, its stdout lines as episodes and steps, its env calls with
     --env-url. stdout is the command's, unchanged; exit code is the command's.
@@ -194,7 +201,8 @@ def run(db_path: str, upstream: str | None, env_url: str | None, env_vars: tuple
     from tracer.command import CommandError, CommandOptions, run_command
 
     options = CommandOptions(list(command), db_path, upstream=upstream, env_url=env_url,
-                             env_vars=env_vars, port=port, seed=seed, check=check)
+                             env_vars=env_vars, port=port, env_port=env_port, seed=seed,
+                             keep_vars=keep_vars, check=check)
     try:
         code, _ = run_command(options)
     except CommandError as exc:
@@ -475,10 +483,10 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
         # Every run is checked (one at a time: memory stays bounded) before any is replayed,
         # so bad input stops the command before it writes anything.
-        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url, cwd=cwd)
-                    for run_id in run_ids}
-    for url in sorted(env_urls - {None}):
-        check_env(url)
+        envs = {check_run(store, run_id, offline=offline, env_url=env_url, cwd=cwd)
+                for run_id in run_ids}
+    for env in sorted(envs - {None}):
+        check_env(*env)
     options = {"offline": offline, "env_url": env_url, "lenient": lenient,
                "record": not no_record, "emit": click.echo, "cwd": cwd}
     if not all_runs:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from tracer.proxy import Slot, same_key
 from tracer.sse import redact_stream
 from tracer.store import REDACTED, Store, TraceError, now
-from tracer.transport import Exchange, request_hash
+from tracer.transport import Exchange, decode_body, request_hash
 
 #: Variables that point a script at its LLM endpoint; each is set to the proxy.
 LLM_URL_VARS = ("API_BASE_URL", "OPENAI_BASE_URL")
@@ -36,14 +36,25 @@ LLM_URL_VARS = ("API_BASE_URL", "OPENAI_BASE_URL")
 ENV_URL_VARS = ("ENV_BASE_URL", "ENV_URL")
 #: Variables real scripts read their key from.
 KEY_VARS = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY")
-#: What a script gets as its key when the stand-in answers (it checks no key).
+#: What a script gets as its key when none is given (the stand-in and a replay check none),
+#: in the contract's variables only: a script may act differently when OPENAI_API_KEY is set.
 PLACEHOLDER_KEY = "tracer-placeholder-key"
+PLACEHOLDER_VARS = ("HF_TOKEN", "API_KEY")
+#: Settings scripts commonly read from the environment: recorded (never a key), and set again
+#: on replay, so a replay runs as the recording did.
+RECORDED_VARS = ("MODEL_NAME", "TASK_NAME", "TASKS", "TASK", "BENCHMARK", "MAX_STEPS",
+                 "MAX_TOKENS", "TEMPERATURE", "SEED", "MODEL_PROVIDER", "LOCAL_IMAGE_NAME",
+                 "IMAGE_NAME")
 READ_SIZE = 1 << 16
 
 
 def note(message: str) -> None:
     """Print one of tracer's own messages on stderr: stdout is the child's."""
     print(f"tracer: {message}", file=sys.stderr, flush=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number(text: str | None) -> float | None:
@@ -87,6 +98,7 @@ class Tally:
     keys_missing: int = 0
     step_lines: int = 0
     env_exchanges: int = 0
+    env_failed: int = 0
     other_lines: int = 0
 
 
@@ -159,7 +171,7 @@ class CommandRecorder:
         from validator.lines import read_fields
 
         self.lines.append(line)
-        read = read_fields(line.rstrip("\r"))
+        read = read_fields(line.rstrip("\r"), anywhere=True)
         kind, values = read if read else (None, {})
         if kind == "START":
             self._end_unfinished("a new [START] came before its [END]")
@@ -181,17 +193,21 @@ class CommandRecorder:
             if episode is None:
                 return
             episode.steps += 1
-            env = self.env_steps.popleft() if self.env_steps else {}
+            env = self._env_step_for(episode)
             if env:
                 self.env_answers[(episode.position, episode.steps)] = env
             if store and episode.id:
                 error = values.get("error")
+                # The env's own reward and done when it was proxied; else what was printed.
+                reward = env.get("reward") if _is_number(env.get("reward")) else _number(
+                    values.get("reward"))
+                done = env["done"] if isinstance(env.get("done"), bool) else _flag(
+                    values.get("done"))
                 store.record_step(
                     self.run_id, episode.id,
                     step=_integer(values.get("step")) or episode.steps,
                     action_text=values.get("action"), action=env.get("action"),
-                    observation=env.get("observation"),
-                    reward=_number(values.get("reward")), done=_flag(values.get("done")),
+                    observation=env.get("observation"), reward=reward, done=done,
                     error=None if error in (None, "null", "None", "") else error,
                     latency_ms=env.get("latency_ms"), started_at=env.get("started_at") or now())
         elif kind == "END" and episode is not None:
@@ -206,6 +222,15 @@ class CommandRecorder:
             self.episode = None
         elif kind is None:
             self.tally.other_lines += 1
+
+    def _env_step_for(self, episode: EpisodeState) -> dict[str, Any]:
+        """Return the oldest env step taken in this episode (or before any), not yet printed;
+        one taken in an earlier episode that printed no [STEP] for it is dropped."""
+        while self.env_steps:
+            env = self.env_steps.popleft()
+            if env["episode"] in (None, episode.position):
+                return env
+        return {}
 
     def _end_unfinished(self, why: str, status: str = "failed") -> None:
         episode = self.episode
@@ -276,15 +301,20 @@ class CommandRecorder:
                         episode.position if episode else None)
 
     def record_env(self, slot: Slot, *, session: int | None, method: str, path: str,
-                   request: Any, status_code: int | None, response: Any, latency_ms: float,
-                   error: str | None) -> None:
-        """Record one env exchange; a step's answer waits for its [STEP] line."""
+                   request: Any, status_code: int | None, response: str | None,
+                   latency_ms: float, error: str | None) -> None:
+        """Record one env exchange (its answer as the exact text sent back); a step's answer
+        waits for its [STEP] line."""
+        parsed = decode_body(response.encode()) if response is not None else None
         with self.lock:
             self.tally.env_exchanges += 1
-            step = _env_step(method, path, request, response)
+            if error or (status_code or 0) >= 500 or (
+                    isinstance(parsed, dict) and parsed.get("type") == "error"):
+                self.tally.env_failed += 1
+            step = _env_step(method, path, request, parsed)
             if step is not None:
                 self.env_steps.append({**step, "latency_ms": latency_ms,
-                                       "started_at": slot.started_at})
+                                       "started_at": slot.started_at, "episode": slot.episode})
             if self.store is None or not self.run_id:
                 return
             row = dict(run_id=self.run_id, episode_id=slot.episode_id, step=slot.step,
@@ -316,7 +346,8 @@ def _env_step(method: str, path: str, request: Any, response: Any) -> dict[str, 
     else:
         return None
     data = data if isinstance(data, dict) else {}
-    return {"action": action, "observation": data.get("observation")}
+    return {"action": action, "observation": data.get("observation"),
+            "reward": data.get("reward"), "done": data.get("done")}
 
 
 # -- running the command --------------------------------------------------------------
@@ -332,7 +363,11 @@ class CommandOptions:
     env_url: str | None = None
     env_vars: tuple[str, ...] = ()
     port: int = 0
+    env_port: int = 0
     seed: int | None = None
+    keep_vars: tuple[str, ...] = ()  # more variables to record (their values) for a replay
+    variables: dict[str, str] | None = None  # a replay: the recorded variables, set again
+    key_variables: list[str] | None = None  # a replay: the key variables the recording had
     check: bool = False
     cwd: str | None = None
     replay_of: str | None = None
@@ -457,7 +492,8 @@ class Tee:
 
 
 def child_environ(environ: dict[str, str], options: CommandOptions, llm_url: str,
-                  env_proxy_url: str | None, keyless: bool) -> tuple[dict[str, str], list[str]]:
+                  env_proxy_url: str | None, placeholders: Iterable[str] = ()
+                  ) -> tuple[dict[str, str], list[str]]:
     """Return the child's environment and the names of the variables tracer set in it."""
     child = dict(environ)
     names = [*LLM_URL_VARS, "PYTHONUNBUFFERED"]
@@ -468,11 +504,16 @@ def child_environ(environ: dict[str, str], options: CommandOptions, llm_url: str
         for name in (*ENV_URL_VARS, *options.env_vars):
             child[name] = env_proxy_url
             names.append(name)
-    if keyless:  # scripts crash without a key; the stand-in and a replay check none
-        for name in KEY_VARS:
-            if not child.get(name, "").strip():
-                child[name] = PLACEHOLDER_KEY
-                names.append(name)
+    for name in placeholders:  # scripts crash without a key; the stand-in and a replay check none
+        if not child.get(name, "").strip():
+            child[name] = PLACEHOLDER_KEY
+            names.append(name)
+    for name, value in (options.variables or {}).items():  # a replay: as recorded
+        if child.get(name) != value:
+            if name in child:
+                note(f"{name}: the recorded value {value!r} is used, not {child[name]!r}")
+            child[name] = value
+            names.append(name)
     if options.seed is not None:
         from tracer.seeding import seed_environ
 
@@ -480,11 +521,48 @@ def child_environ(environ: dict[str, str], options: CommandOptions, llm_url: str
     return child, list(dict.fromkeys(names))
 
 
+def recorded_variables(environ: dict[str, str], keep: Iterable[str] = ()) -> dict[str, Any]:
+    """Return what a replay needs of the caller's environment: the values of the variables
+    scripts read their settings from (never a key), and the names of the key variables set."""
+    names = [*RECORDED_VARS, *keep]
+    return {"variables": {n: environ[n] for n in names if n in environ and n not in KEY_VARS},
+            "key_variables": [k for k in KEY_VARS if environ.get(k, "").strip()]}
+
+
 def _proxy_base(upstream: str | None) -> str:
     """The proxy serves under the upstream's own path (``/v1``), so scripts that append to
     the base, or strip from it, reach the same upstream path they would without tracer."""
     path = urlsplit(upstream).path.rstrip("/") if upstream else "/v1"
     return path
+
+
+class _Signals:
+    """Passes SIGINT/SIGTERM on to the child once it runs (at once if one came before)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.child: subprocess.Popen | None = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        if self.child is not None:
+            try:
+                self.child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def started(self, child: subprocess.Popen) -> None:
+        self.child = child
+        for signum in self.received:
+            self._forward(signum)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def run_command(options: CommandOptions, *, environ: dict[str, str] | None = None,
@@ -516,7 +594,9 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             note(f"nothing will be recorded: {exc}")
     recorder = CommandRecorder(store, keys)
     checker = Checker("<stdout>", "openenv", False, False)
+    signals = _Signals()  # before anything starts: a Ctrl-C now still ends cleanly
     with ExitStack() as stack:
+        stack.callback(signals.restore)
         if responder is None and upstream is None:
             from tracer.standin import STANDIN_MODEL, create_standin_app
 
@@ -528,22 +608,20 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             target = upstream
         base = _proxy_base(upstream)
         llm_app = create_llm_proxy(recorder, base_path=base, upstream=target, responder=responder)
-        try:
-            llm = stack.enter_context(BackgroundServer(llm_app, "LLM proxy", port=options.port))
-        except OSError as exc:
-            raise CommandError(f"cannot listen on 127.0.0.1:{options.port} for the LLM proxy "
-                               f"({exc.strerror or exc})") from None
+        llm_url = _serve(stack, llm_app, "LLM proxy", options.port)
         env_proxy_url = None
         if options.env_url or env_responder:
             env_app = create_env_proxy(recorder, upstream=(options.env_url or "").rstrip("/"),
                                        responder=env_responder)
-            env_proxy_url = stack.enter_context(BackgroundServer(env_app, "env proxy")).url
-        keyless = responder is not None or not keys
-        if keyless and responder is None and upstream is not None:
-            note(f"no key set (HF_TOKEN, API_KEY, OPENAI_API_KEY): the command gets "
-                 f"'{PLACEHOLDER_KEY}' in each")
-        child_env, names = child_environ(environ, options, llm.url + base, env_proxy_url,
-                                         keyless=keyless)
+            env_proxy_url = _serve(stack, env_app, "env proxy", options.env_port)
+        placeholders: Iterable[str] = ()
+        if responder is not None or not keys:
+            placeholders = options.key_variables or PLACEHOLDER_VARS
+            if responder is None:
+                note(f"no key set: the command gets '{PLACEHOLDER_KEY}' in "
+                     f"{' and '.join(placeholders)}")
+        child_env, names = child_environ(environ, options, llm_url + base, env_proxy_url,
+                                         placeholders)
         source = ({"kind": "offline"} if env_responder else
                   {"kind": "proxied", "url": options.env_url} if options.env_url else
                   {"kind": "not proxied"})
@@ -551,7 +629,10 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             kind="command", command=options.argv, cwd=cwd, env_vars=names,
             upstream_url=upstream, env_url=options.env_url, api_base_url=upstream,
             env_source=source, versions=versions(), seed=options.seed,
-            replay_of=options.replay_of, tasks=[])
+            replay_of=options.replay_of, tasks=[],
+            config={**recorded_variables(environ if options.variables is None else child_env,
+                                         options.keep_vars),
+                    "env_url_vars": list(options.env_vars), "env_port": options.env_port})
         if run_id:
             note(f"recording run {run_id} into {options.db_path}")
         try:
@@ -562,35 +643,23 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             recorder.finish("failed", 126, f"could not start: {exc.strerror or exc}", None)
             raise CommandError(f"{options.argv[0]}: could not start ({exc.strerror or exc})",
                                126) from None
+        signals.started(child)
         secrets = lambda: store.secrets if store is not None else keys  # noqa: E731
-        out = stdout or sys.stdout.buffer
-        tees = [Tee(child.stdout, out, secrets, recorder.on_lines, checker.feed).start(),
+        tees = [Tee(child.stdout, stdout or sys.stdout.buffer, secrets, recorder.on_lines,
+                    checker.feed).start(),
                 Tee(child.stderr, sys.stderr.buffer, secrets).start()]
         recorder.sync = tees[0].drain
-        signalled: list[int] = []
-
-        def forward(signum: int, frame: Any) -> None:
-            signalled.append(signum)
-            try:
-                child.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            returncode = child.wait()
-            for tee in tees:
-                tee.join()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        returncode = child.wait()
+        for tee in tees:
+            tee.join()
         exit_code = returncode if returncode >= 0 else 128 - returncode
         report = checker.close()
-        verdicts = grader_checks(recorder, report, keyed=bool(keys) and responder is None)
+        verdicts = grader_checks(recorder, report, keyed=bool(keys) and responder is None,
+                                 env_proxied=bool(options.env_url) and env_responder is None)
         if checks:
             print_checks(verdicts, report)
-        if signalled:
-            status, error = "interrupted", f"interrupted by signal {signalled[0]}"
+        if signals.received:
+            status, error = "interrupted", f"interrupted by signal {signals.received[0]}"
         elif returncode < 0:
             status, error = "failed", f"killed by signal {-returncode}"
         else:
@@ -602,3 +671,14 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     if options.check and exit_code == 0 and not all(c["ok"] for c in verdicts["checks"]):
         return 1, recorder
     return exit_code, recorder
+
+
+def _serve(stack: ExitStack, app: Any, name: str, port: int) -> str:
+    """Serve ``app`` on 127.0.0.1 for the rest of the run; return its URL."""
+    from tracer.servers import BackgroundServer
+
+    try:
+        return stack.enter_context(BackgroundServer(app, name, port=port)).url
+    except OSError as exc:
+        raise CommandError(f"cannot listen on 127.0.0.1:{port} for the {name} "
+                           f"({exc.strerror or exc})") from None

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracer.command import (ENV_URL_VARS, KEY_VARS, LLM_URL_VARS, CommandError, CommandOptions,
-                            CommandRecorder, resolve_command, run_command)
+from tracer.command import (KEY_VARS, CommandError, CommandOptions, CommandRecorder,
+                            resolve_command, run_command)
 from tracer.envproxy import is_close
 from tracer.proxy import Answer, Slot, error_body, unreachable
 from tracer.queries import decode, episode_rows, llm_call_rows, rows, run_row, step_rows
@@ -26,9 +26,6 @@ from tracer.replay import MAX_DIFFS, EpisodeReport, ReplayReport, _short, json_d
 from tracer.store import Store, TraceError
 from tracer.transport import decode_body, request_hash
 from validator.lines import read_fields
-
-_OWN_VARS = {*LLM_URL_VARS, *ENV_URL_VARS, *KEY_VARS, "PYTHONUNBUFFERED", "PYTHONPATH",
-             "PYTHONHASHSEED", "TRACER_SEED"}
 
 
 @dataclass
@@ -43,7 +40,8 @@ class CommandRecording:
 
     @property
     def env_proxied(self) -> bool:
-        return (self.run["env_source"] or {}).get("kind") == "proxied"
+        """Whether the env went through the env proxy (not just whether it was offered)."""
+        return (self.run["env_source"] or {}).get("kind") == "proxied" and bool(self.env)
 
 
 def load_command_recording(store: Store, run_id: str) -> CommandRecording:
@@ -60,9 +58,8 @@ def load_command_recording(store: Store, run_id: str) -> CommandRecording:
                                    "null order by position, id", [run_id]))
     env = list(rows(store, "select * from env_messages where run_id = ? order by position",
                     [run_id]))
-    for message in env:
-        for column in ("request", "response"):
-            message[column] = decode(message[column], "env_messages", message["id"], column)
+    for message in env:  # the answer stays the exact text the env sent
+        message["request"] = decode(message["request"], "env_messages", message["id"], "request")
     lines = [r["line"] for r in rows(store, "select line from lines where run_id = ? order by id",
                                      [run_id])]
     return CommandRecording(run, episodes, calls, env, lines)
@@ -156,12 +153,14 @@ class EnvReplay:
                     if message["method"] == method and message["path"] == path and match(message):
                         message = self.http.pop(i)
                         return message["status_code"] or 502, message["response"]
-            return 404, {"detail": f"tracer replay: no recorded answer for {method} {path}"}
+            text = f"env: no recorded answer for {method} {path}"
+            self.differences.append(text)
+            return 404, json.dumps({"detail": f"tracer replay: {text}"})
         queue = self.sessions.get(session)
         if not queue:
             text = f"env session {session}: a message the recording does not have"
             self.differences.append(text)
-            return 200, {"type": "error", "data": {"message": f"tracer replay: {text}"}}
+            return 200, _ws_error(text)
         recorded = queue[0]
         if recorded["request"] != request:
             changes = json_diff(recorded["request"], request)
@@ -169,9 +168,14 @@ class EnvReplay:
                     + "; ".join(changes[:MAX_DIFFS]))
             self.differences.append(text)
             if not self.lenient:
-                return 200, {"type": "error", "data": {"message": f"tracer replay: {text}"}}
+                return 200, _ws_error(text)
         queue.popleft()
         return 200, recorded["response"]
+
+
+def _ws_error(text: str) -> str:
+    """An OpenEnv WebSocket error message (the client raises it)."""
+    return json.dumps({"type": "error", "data": {"message": f"tracer replay: {text}"}})
 
 
 def replay_command(store: Store, run_id: str, *, offline: bool = False,
@@ -184,10 +188,14 @@ def replay_command(store: Store, run_id: str, *, offline: bool = False,
     live_env = check_command_run(recording, offline=offline, env_url=env_url, cwd=cwd)
     llm = LLMReplay(recording, lenient)
     env = EnvReplay(recording, lenient) if offline and recording.env_proxied else None
+    recorded = run["config"] or {}
     options = CommandOptions(
-        argv=run["command"], db_path=str(store.path) if record else None, env_url=live_env,
-        env_vars=tuple(n for n in run["env_vars"] or [] if n not in _OWN_VARS),
-        seed=run["seed"], cwd=cwd or run["cwd"], replay_of=run_id)
+        argv=run["command"], db_path=str(store.path) if record else None,
+        env_url=live_env, env_port=recorded.get("env_port") or 0,
+        env_vars=tuple(recorded.get("env_url_vars") or ()),
+        seed=run["seed"], cwd=cwd or run["cwd"], replay_of=run_id,
+        variables=recorded.get("variables") or {},
+        key_variables=recorded.get("key_variables") or None)
     environ = {k: v for k, v in os.environ.items() if k not in KEY_VARS}  # no key is needed
     try:
         _, recorder = run_command(options, environ=environ, responder=llm, env_responder=env,
@@ -204,7 +212,7 @@ def compare(recording: CommandRecording, replayed: CommandRecorder, llm: LLMRepl
     """Return per-episode divergences (protocol lines, requests, unused answers) and notes
     (other stdout lines that differ, an env that answered the same action differently)."""
     old, new = _episodes(recording.lines), _episodes(replayed.lines)
-    reports, notes = [], []
+    reports, notes, drifted = [], [], []
     for n in range(1, max(len(old), len(new)) + 1):
         a, b = old.get(n), new.get(n)
         task = (a or b)["task"]
@@ -219,9 +227,10 @@ def compare(recording: CommandRecording, replayed: CommandRecorder, llm: LLMRepl
                 recorded = _recorded_step(recording, n, step)
                 if (answer and recorded and answer.get("action") == recorded["action"]
                         and answer.get("observation") != recorded["observation"]):
-                    notes.append(f"episode {n} ({task}): step {step}: the env answered the same "
-                                 "action differently: it is not deterministic, or it changed "
-                                 "(tracer run --seed N seeds a Python env in the script's process)")
+                    change = json_diff(recorded["observation"], answer.get("observation"),
+                                       "observation")
+                    drifted.append(f"episode {n} ({task}): step {step}: "
+                                   f"{change[0] if change else 'observation'}")
         unused = len(llm.unused.get(n, []))
         if unused:
             found.append(f"{unused} recorded LLM response(s) were not used")
@@ -233,6 +242,10 @@ def compare(recording: CommandRecording, replayed: CommandRecorder, llm: LLMRepl
                        "episode were not used")
     if outside:
         reports.append(EpisodeReport(0, "(outside episodes)", 0, 0, outside))
+    if drifted:
+        notes.append(f"the env answered the same action differently at {len(drifted)} step(s), "
+                     f"first at {drifted[0]}: it is not deterministic, or it changed (an env "
+                     "server must seed itself; tracer run --seed N seeds the script's process)")
     other_old = [line for line in recording.lines if read_fields(line) is None]
     other_new = [line for line in replayed.lines if read_fields(line) is None]
     if other_old != other_new:

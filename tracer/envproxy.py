@@ -28,11 +28,12 @@ class EnvLog(Protocol):
 
     def env_slot(self) -> Slot: ...
     def record_env(self, slot: Slot, *, session: int | None, method: str, path: str,
-                   request: Any, status_code: int | None, response: Any, latency_ms: float,
-                   error: str | None) -> None: ...
+                   request: Any, status_code: int | None, response: str | None,
+                   latency_ms: float, error: str | None) -> None: ...
 
 
-#: Answers an env exchange from a recording: (session, method, path, request) -> (status, body).
+#: Answers an env exchange from a recording: (session, method, path, request) -> (status, the
+#: body or message as text).
 EnvResponder = Callable[[int | None, str, str, Any], Awaitable[tuple[int, Any]]]
 
 
@@ -76,7 +77,7 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
             return Response(f'{{"detail": "tracer env proxy: the env at {upstream} could not be '
                             f'reached ({why})"}}', status_code=502, media_type="application/json")
         record(slot, t0, None, request.method, path, payload, answer.status_code,
-               decode_body(answer.content) if answer.content else None)
+               answer.content.decode("utf-8", "replace") if answer.content else None)
         out = {k: v for k, v in answer.headers.items()
                if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
         return Response(answer.content, status_code=answer.status_code, headers=out)
@@ -143,7 +144,7 @@ async def _relay(ws: WebSocket, session: int, path: str,
             record(slot, t0, session, "WS", path, message, None, None)
             continue
         reply_text = reply if isinstance(reply, str) else _json(reply)
-        record(slot, t0, session, "WS", path, message, status, decode_body(reply_text.encode()))
+        record(slot, t0, session, "WS", path, message, status, reply_text)
         await ws.send_text(reply_text)
 
 

@@ -140,8 +140,12 @@ def _env_messages(store: Store, run_id: str) -> dict[int | None, list[dict[str, 
     for message in queries.rows(store, "select * from env_messages where run_id = ? "
                                        "order by position", [run_id]):
         row = {k: message[k] for k in ENV_MESSAGE_FIELDS}
-        for column in ("request", "response"):
-            row[column] = queries.decode(message[column], "env_messages", message["id"], column)
+        row["request"] = queries.decode(message["request"], "env_messages", message["id"],
+                                        "request")
+        try:  # stored as the exact text the env sent: JSON, as a rule
+            row["response"] = json.loads(message["response"] or "null")
+        except ValueError:
+            pass
         if message["episode_id"] is None:
             row["run_level"] = True
         else:

@@ -111,9 +111,8 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
         def finish(status: int | None, content: bytes | None, error: str | None) -> None:
             exchange.status_code = status
             exchange.latency_ms = (time.perf_counter() - t0) * 1000
-            if content is not None:
-                exchange.response = (content.decode("utf-8", "replace") if exchange.stream
-                                     else decode_body(content))
+            if content is not None:  # the exact text, so a replay sends the same bytes
+                exchange.response = content.decode("utf-8", "replace")
             exchange.error = error
             log.record_llm(slot, exchange)
 

@@ -306,30 +306,35 @@ def run_kind(store: Store, run_id: str) -> str:
     return next(rows(store, "select kind from runs where id = ?", [run_id]))["kind"] or "inference"
 
 
-def check_run(store: Store, run_id: str, *, offline: bool = False,
-              env_url: str | None = None, cwd: str | None = None) -> str | None:
+def check_run(store: Store, run_id: str, *, offline: bool = False, env_url: str | None = None,
+              cwd: str | None = None) -> tuple[str, bool] | None:
     """Check that ``run_id`` can be replayed (its rows, its config) before anything is written.
 
-    Return the URL of the running env the replay would use (None: offline, or started here)."""
+    Return the running env the replay would use, as ``check_env``'s arguments (None: offline,
+    or started here)."""
     if run_kind(store, run_id) == "command":
         from tracer.command_replay import check_command_run, load_command_recording
 
-        return check_command_run(load_command_recording(store, run_id), offline=offline,
-                                 env_url=env_url, cwd=cwd)
+        url = check_command_run(load_command_recording(store, run_id), offline=offline,
+                                env_url=env_url, cwd=cwd)
+        return (url, False) if url else None
     run, _ = load_recording(store, run_id)
     config = replay_config(run, env_url)
-    return None if offline else config.env_base_url
+    return None if offline or not config.env_base_url else (config.env_base_url, True)
 
 
-def check_env(url: str) -> None:
+def check_env(url: str, openenv: bool = True) -> None:
     """Raise ``TraceError`` unless ``url`` serves an OpenEnv env's /schema (an error, not a
-    divergence: the recording is not at fault)."""
+    divergence: the recording is not at fault). ``openenv=False``: unless it answers at all
+    (a team's own env server, behind ``tracer run``'s env proxy)."""
     schema_url = f"{url.rstrip('/')}/schema"  # as EnvProvider reads it
     try:
-        response = httpx.get(schema_url, timeout=10)
+        response = httpx.get(schema_url if openenv else url, timeout=10)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         why = " ".join(str(exc).split()) or type(exc).__name__
         raise TraceError(f"the env at {url} could not be reached ({why})") from None
+    if not openenv:
+        return
     if not response.is_success:
         raise TraceError(f"the env at {url} is not an OpenEnv env: GET {schema_url} answered "
                          f"{response.status_code} {response.reason_phrase}".rstrip())

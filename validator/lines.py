@@ -245,15 +245,19 @@ def _diagnose_step(d: Diagnosis, body: str, start: int) -> None:
             d.problems.append(("E202", start + space + 2, "expected 'action=' after step="))
 
 
-def read_fields(line: str) -> tuple[str, dict[str, str]] | None:
+def read_fields(line: str, anywhere: bool = False) -> tuple[str, dict[str, str]] | None:
     """Return (kind, raw field values) of a line that starts with a protocol tag, read as
     leniently as a grader's split would: what a recorder can still keep of an invalid line
     (``reward=0.5``, ``done=True``, a missing ``score=``). None for a line of another kind.
 
     ``[STEP]`` is read from the right, as ``diagnose`` does, so an ``action=`` holding spaces
-    and ``=`` stays whole.
+    and ``=`` stays whole. ``anywhere``: also a line whose tag comes after a prefix (a
+    ``logging`` time stamp, say), which a grader would reject.
     """
     tag = tag_of(line)
+    if tag is None and anywhere:
+        found = [i for t in TAGS if (i := line.find(t + " ")) > 0]
+        return read_fields(line[min(found):]) if found else None
     if tag is None:
         return None
     kind = tag[1:-1]
