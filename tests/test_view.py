@@ -199,8 +199,8 @@ def test_two_runs_side_by_side_mark_the_first_step_one_does_not_have(recorded, t
     db = recorded["runs"]
     runs = {r["steps"]: r["id"] for r in run_ids(db)}
     page = view(db, tmp_path / "ab.html", runs[8], runs[4])
-    first = page.by_id("first-divergence")
-    assert "first" in first.attrs["class"].split()
+    (first,) = page.by_id("first-divergence").find_all("div", "pair")
+    assert "first" in first.attrs["class"].split() and first.attrs["id"] == "p1-s3"
     assert first.find_all("div", "pairhead")[0].text().startswith("step 3 first divergence")
     assert [c.text() for c in first.find_all("div", "missing")] == ["(no such step)"]
     assert first.find_all("details")[0].attrs["id"] == "a-e1-s3"

@@ -71,7 +71,7 @@ def line_chart(
         out.append(f'<line class="{"zero" if tick == 0 else "grid"}" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
                    f'y1="{y:.1f}" y2="{y:.1f}"/><text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" '
                    f'text-anchor="end">{_label(tick)}</text>')
-    for i in sorted({1, n, *range(1, n + 1, max(1, math.ceil(n / 8)))} - {0}):
+    for i in sorted({1, n, *(int(t) for t in nice_ticks(0, n, 8) if 1 <= t <= n)} - {0}):
         out.append(f'<text class="tick" x="{x_of(i):.1f}" y="{HEIGHT - BOTTOM + 16}" '
                    f'text-anchor="middle">{i}</text>')
     out.append(f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 2}" '
@@ -84,9 +84,11 @@ def line_chart(
         out.append(f'<rect class="s{k} swatch" x="{legend_x}" y="8" width="9" height="9"/>'
                    f'<text class="legend" x="{legend_x + 13}" y="16">{escape(name)}</text>')
     for k, (name, values) in enumerate(series):
-        out.extend(_polylines(k, values, x_of, y_of))
-        if len(values) > MAX_DOTS:
+        if len(values) > MAX_DOTS:  # too many to see one by one: faint, with a moving mean
+            out.extend(_polylines(f"s{k} line faint", values, x_of, y_of))
+            out.extend(_polylines(f"s{k} line", moving_mean(values, len(values) // 60), x_of, y_of))
             continue
+        out.extend(_polylines(f"s{k} line", values, x_of, y_of))
         for i, v in enumerate(values, 1):
             if v is None:
                 continue
@@ -98,13 +100,27 @@ def line_chart(
     return "".join(out)
 
 
-def _polylines(k: int, values: Sequence[float | None], x_of, y_of) -> list[str]:
+def moving_mean(values: Sequence[float | None], window: int) -> list[float | None]:
+    """Return the mean of each value and the ``window - 1`` before it (gaps skipped)."""
+    out: list[float | None] = []
+    total, count = 0.0, 0
+    for i, v in enumerate(values):
+        if v is not None:
+            total, count = total + v, count + 1
+        old = values[i - window] if i >= window else None
+        if old is not None:
+            total, count = total - old, count - 1
+        out.append(None if v is None or not count else total / count)
+    return out
+
+
+def _polylines(cls: str, values: Sequence[float | None], x_of, y_of) -> list[str]:
     """Return one polyline per run of values without a gap."""
     lines, points = [], []
     for i, v in enumerate([*values, None], 1):
         if v is not None:
             points.append(f"{x_of(i):.1f},{y_of(v):.1f}")
         elif points:
-            lines.append(f'<polyline class="s{k} line" points="{" ".join(points)}"/>')
+            lines.append(f'<polyline class="{cls}" points="{" ".join(points)}"/>')
             points = []
     return lines

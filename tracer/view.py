@@ -110,8 +110,7 @@ def run_page(store: Store, run_id: str, secrets: Iterable[str] = ()) -> str:
         page.add(f'<section class="episode" id="e{ep["position"]}">'
                  f'<h2>episode {ep["position"]} · {page.text(ep["task"])} {_badge(ep["status"])}</h2>',
                  _episode_facts(page, ep), _reward_charts([("", ep)], page))
-        page.add('<div class="tools"><button data-details="open">open all</button>'
-                 '<button data-details="close">close all</button></div>')
+        page.add(_tools(f'e{ep["position"]}-s'))
         for s in ep["steps"]:
             anchor = f'e{ep["position"]}-s{s["step"]}'
             page.add(_step(page, s, anchor, line_of.get(anchor), problems.get(line_of.get(anchor))))
@@ -174,6 +173,13 @@ def _episode_table(page: Page, episodes: list[dict[str, Any]]) -> str:
     return ('<table class="grid"><thead><tr><th>episode</th><th>task</th><th>status</th>'
             '<th>success</th><th>steps</th><th>score</th><th>total reward</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
+
+
+def _tools(prefix: str) -> str:
+    """Return an episode's buttons to open or close every step, and its "go to step" box."""
+    return ('<div class="tools"><button data-details="open">open all</button>'
+            '<button data-details="close">close all</button>'
+            f'<input type="number" min="1" placeholder="go to step" data-steps="{prefix}"></div>')
 
 
 def _total(values: Iterable[float | None]) -> float:
@@ -303,9 +309,7 @@ def compare_page(store: Store, a: str, b: str, secrets: Iterable[str] = ()) -> s
         tasks = " / ".join(dict.fromkeys(page.text(ep["task"]) if ep else "(none)" for ep in eps))
         page.add(f'<section class="episode" id="e{position}"><h2>episode {position} · {tasks}</h2>',
                  _reward_charts([(f"A {a[:8]}", eps[0]), (f"B {b[:8]}", eps[1])], page,
-                                ("a-", "b-")),
-                 '<div class="tools"><button data-details="open">open all</button>'
-                 '<button data-details="close">close all</button></div>')
+                                ("a-", "b-")), _tools(f"p{position}-s"))
         for row in rows:
             pair = [steps[k].get(row["step"]) for k in (0, 1)]
             is_first = first is not None and (row["position"], row["step"]) == (
@@ -336,7 +340,7 @@ def _pair(page: Page, position: int, row: dict[str, Any], pair: list[dict[str, A
                 differs.append(field)
     step = row["step"]
     classes = "pair" + (" differs" if differs else "") + (" first" if is_first else "")
-    ident = "first-divergence" if is_first else f"p{position}-s{step}"
+    ident = f"p{position}-s{step}"
     head = f'<div class="pairhead">step {page.text(step)}'
     if is_first:
         head += ' <span class="tag first">first divergence</span>'
@@ -352,8 +356,9 @@ def _pair(page: Page, position: int, row: dict[str, Any], pair: list[dict[str, A
                                                  if is_first else html) + "</div>")
     listing = ("<ul class=\"fdiff\">" + "".join(f"<li>{page.text(c)}</li>" for c in changes)
                + "</ul>") if changes else ""
-    return (f'<div class="{classes}" id="{ident}">{head}</div>{listing}<div class="cols">'
+    html = (f'<div class="{classes}" id="{ident}">{head}</div>{listing}<div class="cols">'
             f'{"".join(cells)}</div></div>')
+    return f'<div id="first-divergence">{html}</div>' if is_first else html
 
 
 # -- many runs ------------------------------------------------------------------------

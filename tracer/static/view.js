@@ -1,5 +1,5 @@
 // tracer view: open the step a link points at (from the log, a chart, the first divergence),
-// and the "open all" / "close all" buttons of an episode. Nothing is loaded from anywhere.
+// the "open all" / "close all" buttons of an episode, and its "go to step" box. Nothing is loaded from anywhere.
 (function () {
   function openTarget() {
     var id = decodeURIComponent(location.hash.slice(1));
@@ -15,5 +15,10 @@
     if (!button) return;
     var open = button.getAttribute("data-details") === "open";
     button.closest("section").querySelectorAll("details.step").forEach(function (d) { d.open = open; });
+  });
+  // "go to step": the input names its episode's anchor prefix.
+  document.addEventListener("change", function (event) {
+    var input = event.target.closest("input[data-steps]");
+    if (input && input.value) location.hash = input.getAttribute("data-steps") + input.value;
   });
 })();
