@@ -162,7 +162,10 @@ def test_validator_problems_show_at_their_lines(recorded, tmp_path):
     log = page.by_id("log")
     problems = [p.text() for p in log.find_all("div", "problem")]
     assert len(problems) == 1 and problems[0].startswith("E304")  # no [END]: killed mid-episode
-    assert "1 error(s)" in log.find_all("p")[0].text()
+    verdict = log.find_all("p")[0]
+    assert "1 error(s)" in verdict.text()
+    line = int(verdict.find_all("a")[0].attrs["href"].removeprefix("#l"))
+    assert "E304" in page.by_id(f"l{line}").text()  # the link goes to the line
 
 
 def test_recorded_markup_shows_as_text_and_no_secret_is_in_the_page(recorded, tmp_path):
@@ -270,3 +273,16 @@ def test_the_default_file_is_named_for_the_run_and_bad_input_is_one_line(recorde
         result = run_cli(db, "view", *args)
         assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n"), args
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"run-{run}.html"]
+
+
+def test_a_long_series_is_drawn_faint_under_its_moving_mean():
+    from tracer.charts import line_chart, moving_mean
+
+    assert moving_mean([1, 3, None, 5, 7], 2) == [1, 2, None, 5, 6]  # a gap is skipped
+    rewards = [float(i % 10) for i in range(5000)]
+    chart = parse(line_chart("reward per step", [("", rewards)]))
+    lines = chart.find_all("polyline")
+    assert [line.attrs["class"] for line in lines] == ["s0 line faint", "s0 line"]
+    assert chart.find_all("circle") == []  # 5,000 dots would be one smear
+    ticks = [t.text() for t in chart.find_all("text", "tick")]
+    assert ticks[-7:] == ["1", "1000", "2000", "3000", "4000", "5000", "step"]

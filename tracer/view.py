@@ -138,7 +138,8 @@ def _verdict(report: Any) -> str:
     if report.ok and not report.warnings:
         return '<span class="ok">valid</span>'
     counts = f"{report.errors} error(s), {report.warnings} warning(s)"
-    return f'<a class="{"bad" if report.errors else "warn"}" href="#log">{counts}</a>'
+    where = f"#l{report.problems[0].line}" if report.problems else "#log"
+    return f'<a class="{"bad" if report.errors else "warn"}" href="{where}">{counts}</a>'
 
 
 def _run_facts(page: Page, run: dict[str, Any]) -> str:
@@ -388,7 +389,7 @@ def runs_page(store: Store, task: str | None = None, secrets: Iterable[str] = ()
         run = runs[i - 1][0]
         return page.plain(f"{tasks[k]}: {v:.3f}, run {run['id']} ({run['model']})")
 
-    chart = line_chart("score per task",
+    chart = line_chart("each run's score per task",
                        [(page.plain(t), [s.get(t) for _, s in runs]) for t in tasks],
                        x_label="run", y_range=(0.0, 1.0), link=lambda k, i: f"r{i}",
                        point_title=point_title)
