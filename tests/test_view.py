@@ -261,6 +261,7 @@ def test_the_default_file_is_named_for_the_run_and_bad_input_is_one_line(recorde
     db = recorded["runs"]
     monkeypatch.chdir(tmp_path)
     run = run_ids(db)[0]["id"]
+    before = db.read_bytes()
     result = run_cli(db, "view", run)
     assert result.exit_code == 0 and result.stderr.startswith(f"run-{run}.html: ")
     assert (tmp_path / f"run-{run}.html").exists()
@@ -273,6 +274,7 @@ def test_the_default_file_is_named_for_the_run_and_bad_input_is_one_line(recorde
         result = run_cli(db, "view", *args)
         assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n"), args
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"run-{run}.html"]
+    assert db.read_bytes() == before  # view only reads
 
 
 def test_a_long_series_is_drawn_faint_under_its_moving_mean():
