@@ -1,6 +1,6 @@
 """Render `tracer view` pages in headless Chromium to PNG, and check they make no request.
 
-    python bench/screenshot_view.py                 # record a run and a divergent replay, shoot both
+    python bench/screenshot_view.py                 # record a run and a divergent replay; shoot
     python bench/screenshot_view.py page.html ...   # shoot given pages (next to them, .png)
 
 Without arguments: inference.py records a run (stand-in model, embedded echo env, two tasks),
@@ -37,7 +37,7 @@ CANARY = "http://canary.invalid/pixel.png"
 
 
 class RecordingProxy:
-    """A TCP listener standing in for an HTTP proxy: it notes each request's target, answers none."""
+    """A TCP listener standing in for an HTTP proxy: it notes each request's target only."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -55,7 +55,8 @@ class RecordingProxy:
                 return
             conn.settimeout(2)
             try:  # "GET http://host/path HTTP/1.1" or "CONNECT host:443 HTTP/1.1"
-                self.targets.append(conn.recv(4096).split(b"\r\n")[0].decode("latin-1").split(" ")[1])
+                head = conn.recv(4096).split(b"\r\n")[0].decode("latin-1")
+                self.targets.append(head.split(" ")[1])
             except (OSError, IndexError):
                 self.targets.append("?")
             conn.close()
@@ -145,7 +146,8 @@ def main() -> int:
     args = parser.parse_args()
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
     if browser is None:
-        print("screenshot_view: no chromium found (apt-get install chromium): skipping", file=sys.stderr)
+        print("screenshot_view: no chromium found (apt-get install chromium): skipping",
+              file=sys.stderr)
         return 0
     proxy = RecordingProxy()
     with tempfile.TemporaryDirectory() as work:
@@ -162,7 +164,8 @@ def main() -> int:
         without, with_csp = control(browser, Path(work), shots[0][0])
     requested = proxy.from_pages()
     print(f"requests made by the pages: {len(requested)} {requested or ''}"
-          f"(Chromium's own background requests, not counted: {len(proxy.targets) - len(requested)})")
+          f"(Chromium's own background requests, not counted: "
+          f"{len(proxy.targets) - len(requested)})")
     print(f"control, a canary <img> added to the first page: requested {len(without)} time(s) "
           f"with the CSP removed, {len(with_csp)} with it")
     return 1 if requested or with_csp or not without else 0

@@ -265,12 +265,15 @@ def test_the_default_file_is_named_for_the_run_and_bad_input_is_one_line(recorde
     result = run_cli(db, "view", run)
     assert result.exit_code == 0 and result.stderr.startswith(f"run-{run}.html: ")
     assert (tmp_path / f"run-{run}.html").exists()
-    for args, message in [((), "give RUN, RUN B, or --all"), (("--all", run), "give RUN, RUN B, or --all"),
-                          ((run, "--task", "echo"), "--task filters --all"),
-                          (("nope",), f"{db}: no run 'nope'"),
-                          (("--all", "--task", "nope"), f"{db}: no run has a scored episode of task 'nope'"),
-                          ((run, "-o", str(tmp_path / "no" / "x.html")),
-                           f"{tmp_path / 'no' / 'x.html'}: cannot write (No such file or directory)")]:
+    nowhere = tmp_path / "no" / "x.html"
+    for args, message in [
+        ((), "give RUN, RUN B, or --all"),
+        (("--all", run), "give RUN, RUN B, or --all"),
+        ((run, "--task", "echo"), "--task filters --all"),
+        (("nope",), f"{db}: no run 'nope'"),
+        (("--all", "--task", "nope"), f"{db}: no run has a scored episode of task 'nope'"),
+        ((run, "-o", str(nowhere)), f"{nowhere}: cannot write (No such file or directory)"),
+    ]:
         result = run_cli(db, "view", *args)
         assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n"), args
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"run-{run}.html"]

@@ -68,7 +68,8 @@ def line_chart(
            f'<text class="ctitle" x="{LEFT}" y="16">{escape(title)}</text>']
     for tick in ticks:
         y = y_of(tick)
-        out.append(f'<line class="{"zero" if tick == 0 else "grid"}" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
+        kind = "zero" if tick == 0 else "grid"
+        out.append(f'<line class="{kind}" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
                    f'y1="{y:.1f}" y2="{y:.1f}"/><text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" '
                    f'text-anchor="end">{_label(tick)}</text>')
     for i in sorted({1, n, *(int(t) for t in nice_ticks(0, n, 8) if 1 <= t <= n)} - {0}):

@@ -108,7 +108,8 @@ def run_page(store: Store, run_id: str, secrets: Iterable[str] = ()) -> str:
              f'<a href="#log">{len(lines)} line(s)</a>, {_verdict(report)}</p>')
     for ep in run["episodes"]:
         page.add(f'<section class="episode" id="e{ep["position"]}">'
-                 f'<h2>episode {ep["position"]} · {page.text(ep["task"])} {_badge(ep["status"])}</h2>',
+                 f'<h2>episode {ep["position"]} · {page.text(ep["task"])} '
+                 f'{_badge(ep["status"])}</h2>',
                  _episode_facts(page, ep), _reward_charts([("", ep)], page))
         page.add(_tools(f'e{ep["position"]}-s'))
         for s in ep["steps"]:
@@ -242,7 +243,8 @@ def _step(page: Page, s: dict[str, Any], anchor: str, line: int | None = None,
         body += f'<p class="logref"><a href="#l{line}">stdout line {line}</a></p>'
     for p in problems or []:
         body += f'<p class="problem">{escape(p.code)} {page.text(p.message)}</p>'
-    return f'<details class="{" ".join(classes)}" id="{anchor}">{head}<div class="body">{body}</div></details>'
+    return (f'<details class="{" ".join(classes)}" id="{anchor}">{head}'
+            f'<div class="body">{body}</div></details>')
 
 
 def _call(page: Page, call: dict[str, Any]) -> str:
@@ -264,15 +266,18 @@ def _call(page: Page, call: dict[str, Any]) -> str:
 def _log(page: Page, lines: list[tuple[str, str | None]], problems: dict[int, list[Any]],
          report: Any) -> str:
     """Return the stdout log, each line linked to its step, the validator's problems under it."""
-    out = [f'<section id="log"><h2>stdout log</h2><p>validator: {_verdict(report)}</p><ol class="log">']
+    out = [(f'<section id="log"><h2>stdout log</h2><p>validator: {_verdict(report)}</p>'
+            '<ol class="log">')]
     for n, (text, anchor) in enumerate(lines, 1):
         bad = problems.get(n, [])
         link = f' <a class="to-step" href="#{anchor}">step</a>' if anchor else ""
-        out.append(f'<li id="l{n}"{" class=bad" if bad else ""}><code>{page.text(text)}</code>{link}'
+        out.append(f'<li id="l{n}"{" class=bad" if bad else ""}>'
+                   f'<code>{page.text(text)}</code>{link}'
                    + "".join(f'<div class="problem">{escape(p.code)} col {p.col}: '
                              f'{page.text(p.message)}</div>' for p in bad) + "</li>")
     for p in problems.get(len(lines) + 1, []):  # a problem found at the end of the log
-        out.append(f'<li class="bad"><div class="problem">{escape(p.code)}: {page.text(p.message)}</div></li>')
+        out.append(f'<li class="bad"><div class="problem">{escape(p.code)}: '
+                   f'{page.text(p.message)}</div></li>')
     out.append("</ol></section>")
     return "".join(out)
 
@@ -308,7 +313,8 @@ def compare_page(store: Store, a: str, b: str, secrets: Iterable[str] = ()) -> s
         eps = [side.get(position) for side in episodes]
         steps = [{s["step"]: s for s in (ep or {}).get("steps", [])} for ep in eps]
         tasks = " / ".join(dict.fromkeys(page.text(ep["task"]) if ep else "(none)" for ep in eps))
-        page.add(f'<section class="episode" id="e{position}"><h2>episode {position} · {tasks}</h2>',
+        page.add(f'<section class="episode" id="e{position}">'
+                 f'<h2>episode {position} · {tasks}</h2>',
                  _reward_charts([(f"A {a[:8]}", eps[0]), (f"B {b[:8]}", eps[1])], page,
                                 ("a-", "b-")), _tools(f"p{position}-s"))
         for row in rows:
@@ -337,7 +343,8 @@ def _pair(page: Page, position: int, row: dict[str, Any], pair: list[dict[str, A
                            ("observation", lambda s: s["observation"])):
             found = json_diff(get(pair[0]), get(pair[1]), field)
             changes += found
-            if found and field not in differs and not (field == "action" and "action_text" in differs):
+            named = field in differs or (field == "action" and "action_text" in differs)
+            if found and not named:
                 differs.append(field)
     step = row["step"]
     classes = "pair" + (" differs" if differs else "") + (" first" if is_first else "")
@@ -410,8 +417,8 @@ def runs_page(store: Store, task: str | None = None, secrets: Iterable[str] = ()
         replay = f' <span class="tag">replay of {page.text(run["replay_of"][:8])}</span>' if run[
             "replay_of"] else ""
         page.add(f'<tr id="r{i}"><td class=n>{i}</td><td>{_when(run["started_at"])}</td>'
-                 f'<td><code>{page.text(run["id"])}</code>{replay}</td><td>{page.text(run["model"])}'
-                 f'</td><td>{_badge(run["status"])}</td>'
+                 f'<td><code>{page.text(run["id"])}</code>{replay}</td>'
+                 f'<td>{page.text(run["model"])}</td><td>{_badge(run["status"])}</td>'
                  + "".join(_score_cell(scores.get(t)) for t in tasks) + "</tr>")
     page.add("</tbody></table>")
     return page.html()
