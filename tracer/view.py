@@ -210,6 +210,8 @@ def _reward_charts(sides: Sequence[tuple[str, dict[str, Any] | None]], page: Pag
     rewards = [(page.plain(name), [s["reward"] for s in (ep or {}).get("steps", [])])
                for name, ep in sides]
     position = next(ep["position"] for _, ep in sides if ep)
+    if not any(values for _, values in rewards):
+        return '<p class="muted">no step recorded</p>'
 
     def link(k: int, i: int) -> str:
         return f"{prefixes[k % len(prefixes)]}e{position}-s{i}"
