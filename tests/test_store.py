@@ -14,7 +14,7 @@ from tracer.store import Store, TraceError
 
 def test_a_new_database_is_migrated_and_uses_wal(tmp_path):
     store = Store(tmp_path / "t.db")
-    assert store._applied() == ["m001_initial"]
+    assert store._applied() == ["m001_initial", "m002_command_runs"]
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert {"runs", "episodes", "steps", "llm_calls", "lines"} <= set(store.db.table_names())
 
@@ -98,3 +98,39 @@ def test_several_processes_record_into_one_file_and_lose_nothing(tmp_path):
     store = Store(path)
     assert store.db["runs"].count == 4 and store.db["steps"].count == 600 and store.db["lines"].count == 600
     assert {r["status"] for r in store.db["runs"].rows} == {"completed"}
+
+
+def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_runs(tmp_path):
+    from tracer.migrations import MIGRATIONS_TABLE, m001_initial
+
+    old = Store(tmp_path / "t.db")  # rebuild a file as the first release wrote it
+    old.db.conn.close()
+    (tmp_path / "t.db").unlink()
+    db = sqlite3.connect(tmp_path / "t.db")
+    import sqlite_utils
+
+    m001_initial(sqlite_utils.Database(db))
+    db.execute(f"create table [{MIGRATIONS_TABLE}] (name text primary key, applied_at text)")
+    db.execute(f"insert into [{MIGRATIONS_TABLE}] values ('m001_initial', '')")
+    db.execute("insert into runs (id, status) values ('r1', 'completed')")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "t.db")
+    assert store._applied()[-1] == "m002_command_runs"
+    assert store.db["runs"].get("r1")["kind"] == "inference"
+    assert "env_messages" in store.db.table_names()
+
+
+def test_a_running_run_whose_process_is_another_is_shown_interrupted(tmp_path):
+    """pid 1 is always alive (in a container too): its start time tells it is not the recorder."""
+    from tracer.queries import list_runs
+    from tracer.store import process_identity
+
+    store = Store(tmp_path / "t.db")
+    boot = process_identity().split(":")[0]
+    store.start_run(id="same-pid-other-process", pid=1, process=f"{boot}:987654321987")
+    store.start_run(id="other-machine", pid=1, process="another-boot-id:1")
+    store.start_run(id="alive")
+    status = {r["id"]: r["status"] for r in list_runs(store)}
+    assert status == {"same-pid-other-process": "interrupted", "other-machine": "unknown",
+                      "alive": "running"}

@@ -165,6 +165,44 @@ def cli(db_path: str | None) -> None:
     """Record, replay and inspect OpenEnv agent episodes."""
 
 
+@cli.command(context_settings={"ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@db_option
+@click.option("--upstream", metavar="URL",
+              help="Where LLM calls go (default: $API_BASE_URL; without it and a key, the "
+                   "local stand-in model).")
+@click.option("--env-url", metavar="URL",
+              help="Record the env too: proxy this env server, as $ENV_BASE_URL and $ENV_URL.")
+@click.option("--env-var", "env_vars", multiple=True, metavar="NAME",
+              help="Another variable the script reads its env URL from (repeatable).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="Port of the LLM proxy on 127.0.0.1 (default: a free one).")
+@click.option("--seed", type=int, help="Seed the script's random and numpy at start-up.")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when a grader check fails and the command exited 0.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(db_path: str, upstream: str | None, env_url: str | None, env_vars: tuple[str, ...],
+        port: int, seed: int | None, check: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND (a team's own inference.py) and record it: its LLM calls through a local
+    proxy at $API_BASE_URL, its stdout lines as episodes and steps, its env calls with
+    --env-url. stdout is the command's, unchanged; exit code is the command's.
+
+    \b
+    tracer run -- python inference.py
+    tracer run --env-url http://127.0.0.1:8000 -- python inference.py
+    """
+    from tracer.command import CommandError, CommandOptions, run_command
+
+    options = CommandOptions(list(command), db_path, upstream=upstream, env_url=env_url,
+                             env_vars=env_vars, port=port, seed=seed, check=check)
+    try:
+        code, _ = run_command(options)
+    except CommandError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    raise click.exceptions.Exit(code)
+
+
 @cli.command("list")
 @db_option
 @click.option("--limit", "-n", default=20, show_default=True, help="How many runs (0: all).")
@@ -204,6 +242,16 @@ def show(db_path: str, run: str, full: bool, as_json: bool) -> None:
         f"started {when(data['started_at'])}  tasks {tasks or '-'}")
     if data["replay_of"]:
         out(f"replay of {data['replay_of']}")
+    if data.get("kind") == "command":
+        import shlex
+
+        out(f"command {shlex.join(data['command'] or [])}  in {data['cwd']}  "
+            f"exit {'-' if data['exit_code'] is None else data['exit_code']}")
+        source = data["env_source"] or {}
+        out("env " + {"proxied": f"{source.get('url')} (proxied: steps have the env's answers)",
+                      "offline": "served from the recording"}.get(
+            source.get("kind"), "not proxied (in-process, or reached directly): steps are "
+                                "recorded from stdout and LLM traffic alone"))
     if data["error"]:
         out(f"error {clip(data['error'], width)}")
     for ep in data["episodes"]:
@@ -377,9 +425,11 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
+@click.option("--cwd", type=click.Path(file_okay=False), metavar="DIR",
+              help="Run a recorded command (tracer run) here, not where it was recorded.")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool) -> None:
+           no_record: bool, cwd: str | None) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -396,12 +446,12 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
         # Every run is checked (one at a time: memory stays bounded) before any is replayed,
         # so bad input stops the command before it writes anything.
-        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url)
+        env_urls = {check_run(store, run_id, offline=offline, env_url=env_url, cwd=cwd)
                     for run_id in run_ids}
     for url in sorted(env_urls - {None}):
         check_env(url)
     options = {"offline": offline, "env_url": env_url, "lenient": lenient,
-               "record": not no_record, "emit": click.echo}
+               "record": not no_record, "emit": click.echo, "cwd": cwd}
     if not all_runs:
         with naming(db_path):
             report = replay_run(store, run_ids[0], **options)

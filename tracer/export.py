@@ -24,7 +24,7 @@ FORMATS = ("jsonl", "log", "messages")
 RUN_FIELDS = (
     "id", "started_at", "ended_at", "status", "exit_code", "error", "tasks", "benchmark", "model",
     "api_base_url", "env_source", "env_schema", "config", "config_fingerprint", "versions",
-    "replay_of",
+    "replay_of", "kind", "command", "cwd", "env_vars", "upstream_url", "env_url", "seed", "checks",
 )
 STEP_FIELDS = (
     "step", "action", "action_text", "observation", "reward", "done", "error", "latency_ms",
@@ -32,6 +32,10 @@ STEP_FIELDS = (
 )
 CALL_FIELDS = (
     "position", "step", "method", "url", "request_hash", "request", "status_code", "stream",
+    "latency_ms", "error", "started_at",
+)
+ENV_MESSAGE_FIELDS = (
+    "position", "step", "session", "method", "path", "request", "status_code", "response",
     "latency_ms", "error", "started_at",
 )
 
@@ -75,6 +79,7 @@ def episode_records(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
         queries.rows(store, "select * from llm_calls where run_id = ? and episode_id is null "
                      "order by id", [run_id])
     )
+    env_messages = _env_messages(store, run_id)
     for index, ep in enumerate(episodes):
         calls = queries.llm_call_rows(store, ep["id"])
         if index == 0:
@@ -97,6 +102,7 @@ def episode_records(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
             "steps": [{k: s[k] for k in STEP_FIELDS} for s in queries.step_rows(store, ep["id"])],
             "llm_calls": [_export_call(c) for c in calls],
             "lines": lines.get(ep["id"], []),
+            "env_messages": env_messages.get(ep["id"], []),
             "outcome": {
                 "success": ep["success"],
                 "steps": ep["steps"],
@@ -111,6 +117,26 @@ def episode_records(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
                 f"run {run_id} episode {ep['position']}: export fails its schema: {problem}"
             )
         yield record
+
+
+def _env_messages(store: Store, run_id: str) -> dict[int | None, list[dict[str, Any]]]:
+    """Return a run's env exchanges by episode id; one outside episodes goes with the
+    episode before it (or the first), marked ``run_level``."""
+    out: dict[int | None, list[dict[str, Any]]] = {}
+    episode_ids = [r["id"] for r in queries.rows(
+        store, "select id from episodes where run_id = ? order by position", [run_id])]
+    current = episode_ids[0] if episode_ids else None
+    for message in queries.rows(store, "select * from env_messages where run_id = ? "
+                                       "order by position", [run_id]):
+        row = {k: message[k] for k in ENV_MESSAGE_FIELDS}
+        for column in ("request", "response"):
+            row[column] = queries.decode(message[column], "env_messages", message["id"], column)
+        if message["episode_id"] is None:
+            row["run_level"] = True
+        else:
+            current = message["episode_id"]
+        out.setdefault(current, []).append(row)
+    return out
 
 
 def _export_call(call: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +315,11 @@ def import_jsonl(store: Store, records: list[dict[str, Any]]) -> ImportResult:
                 _insert(store, "llm_calls", {
                     "run_id": run["id"], "episode_id": episode_id if in_episode else None, **c
                 })
+            for m in record.get("env_messages", []):
+                m = dict(m)
+                in_episode = not m.pop("run_level", False)
+                _insert(store, "env_messages", {
+                    "run_id": run["id"], "episode_id": episode_id if in_episode else None, **m})
             for line in record["lines"]:
                 _insert(store, "lines", {
                     "run_id": run["id"],
@@ -314,5 +345,6 @@ def _insert(store: Store, table: str, row: dict[str, Any]) -> int:
 # Columns that hold JSON even when the value is a bare string or number.
 _JSON_COLUMNS = {
     "tasks", "env_source", "env_schema", "config", "versions", "rewards", "reset_args",
-    "reset_observation", "action", "observation", "request",
+    "reset_observation", "action", "observation", "request", "command", "env_vars",
+    "checks",
 }

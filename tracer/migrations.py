@@ -117,4 +117,42 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["lines"].create_index(["run_id", "id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial]
+def m002_command_runs(db: sqlite_utils.Database) -> None:
+    """Runs of any team's script (``tracer run -- CMD``), the env traffic its proxy saw, and
+    what identifies a recording process beyond its pid."""
+    runs = db["runs"]
+    runs.add_column("kind", str)  # inference (our inference.py, a replay of it) or command
+    runs.add_column("command", str)  # JSON: argv of a command run
+    runs.add_column("cwd", str)  # the command's working directory
+    runs.add_column("env_vars", str)  # JSON: names (never values) of variables set for it
+    runs.add_column("upstream_url", str)  # where the LLM proxy forwarded (null: stand-in)
+    runs.add_column("env_url", str)  # the env server the env proxy stood in front of
+    runs.add_column("seed", int)  # tracer run --seed, applied again on replay
+    runs.add_column("checks", str)  # JSON: the grader checks of a command run
+    runs.add_column("process", str)  # boot id and start time of the recording process
+    db.execute("update runs set kind = 'inference' where kind is null")
+    db["env_messages"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "episode_id": int,
+            "step": int,  # the step being taken (1 + the [STEP] lines printed so far)
+            "position": int,  # 1-based order within the run
+            "session": int,  # the WebSocket connection (null: plain HTTP)
+            "method": str,  # HTTP method, or WS for a WebSocket message
+            "path": str,
+            "request": str,  # JSON body or message sent to the env
+            "status_code": int,
+            "response": str,  # JSON body or message the env answered
+            "latency_ms": float,
+            "error": str,
+            "started_at": str,
+        },
+        pk="id",
+        foreign_keys=[("episode_id", "episodes", "id"), ("run_id", "runs", "id")],
+    )
+    db["env_messages"].create_index(["run_id", "position"])
+    db["llm_calls"].create_index(["run_id", "position"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_command_runs]

@@ -49,6 +49,11 @@ SHAPES = {
     ("runs", "env_schema"): _OBJECT,
     ("runs", "config"): _OBJECT,
     ("runs", "versions"): _OBJECT,
+    ("runs", "command"): ("a list of strings",
+                          lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ("runs", "env_vars"): ("a list of strings",
+                           lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ("runs", "checks"): _OBJECT,
     ("episodes", "rewards"): ("a list of numbers",
                               lambda v: isinstance(v, list) and all(
                                   r is None or _is_number(r) for r in v)),
@@ -155,7 +160,7 @@ def all_run_ids(store: Store) -> list[str]:
 def list_runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
     """Return the newest runs first, each with episode, step and mean score totals."""
     sql = (
-        "select id, started_at, ended_at, status, pid, tasks, model, replay_of from runs "
+        "select id, started_at, ended_at, status, pid, process, kind, tasks, model, replay_of from runs "
         "order by started_at desc"
     )
     runs = list(rows(store, sql + (" limit ?" if limit else ""), [limit] if limit else []))
@@ -186,7 +191,8 @@ def list_runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
             "steps": t.get("steps") or 0,
             "score": t.get("score"),
             "successes": t.get("successes") or 0,
-            "status": effective_status(run["status"], run["pid"]),
+            "status": effective_status(run["status"], run["pid"], run["process"]),
+            "kind": run["kind"],
             "replay_of": run["replay_of"],
         })
     return result
@@ -199,7 +205,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # -- show -----------------------------------------------------------------------------
 
-RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions")
+RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions", "command",
+                    "env_vars", "checks")
 
 
 def run_row(store: Store, run_id: str) -> dict[str, Any]:
@@ -207,7 +214,7 @@ def run_row(store: Store, run_id: str) -> dict[str, Any]:
     run = next(rows(store, "select * from runs where id = ?", [run_id]))
     for column in RUN_JSON_COLUMNS:
         run[column] = decode(run[column], "runs", run_id, column)
-    run["status"] = effective_status(run["status"], run["pid"])
+    run["status"] = effective_status(run["status"], run["pid"], run["process"])
     return run
 
 

@@ -172,6 +172,7 @@ class ReplayReport:
     run_id: str
     replay_run_id: str | None
     episodes: list[EpisodeReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # differences that are not divergences
 
     @property
     def diverged(self) -> bool:
@@ -243,8 +244,17 @@ def replay_run(
     lenient: bool = False,
     record: bool = True,
     emit: Callable[[str], None] = lambda line: None,
+    cwd: str | None = None,
 ) -> ReplayReport:
-    """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
+    """Re-run every episode of ``run_id`` against recorded LLM responses; report differences.
+
+    A run recorded by ``tracer run`` runs its command again (``cwd``: elsewhere than recorded);
+    its stdout goes straight to ours, not through ``emit``."""
+    if run_kind(store, run_id) == "command":
+        from tracer.command_replay import replay_command
+
+        return replay_command(store, run_id, offline=offline, env_url=env_url, lenient=lenient,
+                              record=record, cwd=cwd)
     run, recorded = load_recording(store, run_id)
     config = replay_config(run, env_url)
     if not offline and config.env_base_url:
@@ -286,11 +296,23 @@ def replay_config(run: dict[str, Any], env_url: str | None = None) -> Config:
         raise TraceError(f"runs row {run['id']}: column config: {exc}") from None
 
 
+def run_kind(store: Store, run_id: str) -> str:
+    """Return how a run was recorded: ``inference`` (our agent loop) or ``command``."""
+    from tracer.queries import rows
+
+    return next(rows(store, "select kind from runs where id = ?", [run_id]))["kind"] or "inference"
+
+
 def check_run(store: Store, run_id: str, *, offline: bool = False,
-              env_url: str | None = None) -> str | None:
+              env_url: str | None = None, cwd: str | None = None) -> str | None:
     """Check that ``run_id`` can be replayed (its rows, its config) before anything is written.
 
     Return the URL of the running env the replay would use (None: offline, or started here)."""
+    if run_kind(store, run_id) == "command":
+        from tracer.command_replay import check_command_run, load_command_recording
+
+        return check_command_run(load_command_recording(store, run_id), offline=offline,
+                                 env_url=env_url, cwd=cwd)
     run, _ = load_recording(store, run_id)
     config = replay_config(run, env_url)
     return None if offline else config.env_base_url
@@ -336,17 +358,18 @@ def _unique(items: Iterable[str]) -> list[str]:
 def describe(report: ReplayReport) -> list[str]:
     """Return the human report of a replay, first divergence named plainly first."""
     target = f" (recorded as run {report.replay_run_id})" if report.replay_run_id else ""
+    notes = [f"  note: {n}" for n in report.notes]
     if not report.diverged:
         steps = sum(e.replayed_steps for e in report.episodes)
         return [f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "
-                f"no divergence{target}"]
+                f"no divergence{target}", *notes]
     out = [f"replay of {report.run_id} diverged: {report.first_divergence}{target}"]
     for e in report.episodes:
         state = "diverged" if e.diverged else "same"
         out.append(f"  episode {e.position} ({e.task}): {state}, {e.recorded_steps} steps recorded, "
                    f"{e.replayed_steps} replayed")
         out.extend(f"    {d}" for d in e.divergences)
-    return out
+    return out + notes
 
 
 def select_runs(store: Store, task: str | None = None, since: str | None = None,
@@ -355,7 +378,7 @@ def select_runs(store: Store, task: str | None = None, since: str | None = None,
     from tracer.queries import rows
     from tracer.store import effective_status
 
-    sql = "select id, status, pid from runs where replay_of is null"
+    sql = "select id, status, pid, process from runs where replay_of is null"
     params: list[Any] = []
     if since:
         sql += " and started_at >= ?"
@@ -364,4 +387,4 @@ def select_runs(store: Store, task: str | None = None, since: str | None = None,
         sql += " and id in (select run_id from episodes where task = ?)"
         params.append(task)
     found = rows(store, sql + " order by started_at, id", params)
-    return [r["id"] for r in found if not status or effective_status(r["status"], r["pid"]) == status]
+    return [r["id"] for r in found if not status or effective_status(r["status"], r["pid"], r["process"]) == status]

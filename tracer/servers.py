@@ -11,8 +11,10 @@ from typing import Any
 class BackgroundServer:
     """An ASGI app served by uvicorn on 127.0.0.1 for as long as the ``with`` block lasts."""
 
-    def __init__(self, app: Any, name: str = "server", start_timeout_s: float = 20.0):
+    def __init__(self, app: Any, name: str = "server", start_timeout_s: float = 20.0,
+                 port: int = 0):
         self.app = app
+        self.port = port
         self.name = name
         self.start_timeout_s = start_timeout_s
         self.url = ""
@@ -27,7 +29,11 @@ class BackgroundServer:
         # and without it every local response stalls ~40 ms (Nagle + delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", self.port))
+        except OSError:
+            sock.close()
+            raise
         port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="critical", log_config=None, access_log=False, lifespan="off"

@@ -64,8 +64,8 @@ def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | N
     app = FastAPI()
     app.state.requests = []
 
-    @app.post("/v1/chat/completions")
     @app.post("/chat/completions")
+    @app.post("/{prefix:path}/chat/completions")  # /v1/..., and /v1/v1/... from a doubled base
     async def chat_completions(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append({"body": body, "headers": dict(request.headers)})

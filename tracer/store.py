@@ -97,6 +97,7 @@ class Store:
         self.path = Path(path)
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._insert_sql: dict[tuple, str] = {}
+        self._depth = 0  # transactions open; inner ones join the outermost
         if not create:
             _check_existing(self.path)
         else:
@@ -168,16 +169,28 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Run the block in one write transaction, taken up front so it never deadlocks."""
+        """Run the block in one write transaction, taken up front so it never deadlocks.
+
+        A transaction opened inside another joins it: the outermost one commits."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         if not self.writable:  # opened for reading: the first write reopens it for writing
             self.db.conn.close()
             self._open(writable=True)
         self.db.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield
         except BaseException:
             self.db.conn.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self.db.conn.execute("COMMIT")
 
     # -- writes -----------------------------------------------------------------------
@@ -185,6 +198,11 @@ class Store:
     def redact(self, value: Any) -> Any:
         """Return ``value`` with every known secret replaced by ``[REDACTED]``."""
         return redact(value, self.secrets)
+
+    def add_secret(self, secret: str) -> None:
+        """Redact ``secret`` too from now on (a key first seen in a request header)."""
+        if secret and secret not in self.secrets:
+            self.secrets = sorted({*self.secrets, secret}, key=len, reverse=True)
 
     def insert_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> list[int]:
         """Insert ``(table, row)`` pairs in one committed transaction; return their rowids.
@@ -218,7 +236,8 @@ class Store:
         run_id = fields.pop("id", None) or new_run_id()
         self._insert(
             "runs",
-            {"id": run_id, "started_at": now(), "status": "running", "pid": os.getpid(), **fields},
+            {"id": run_id, "started_at": now(), "status": "running", "pid": os.getpid(),
+             "process": process_identity(), "kind": "inference", **fields},
         )
         return run_id
 
@@ -277,6 +296,31 @@ def _check_existing(path: Path) -> None:
         raise TraceError(f"{path}: not a trace database (not an SQLite file)")
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str | None:
+    """Return when process ``pid`` started (clock ticks since boot), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+    return stat[stat.rfind(b")") + 2:].split()[19].decode()  # field 22 of proc(5)
+
+
+def process_identity(pid: int | None = None) -> str:
+    """Return ``boot_id:start_time`` of a process: unlike a pid, it is never reused."""
+    return f"{_boot_id()}:{_start_time(pid or os.getpid()) or ''}"
+
+
 def pid_alive(pid: int | None) -> bool:
     """Return whether a process with this pid runs on this machine."""
     if not pid:
@@ -290,8 +334,25 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def effective_status(status: str | None, pid: int | None) -> str:
-    """Return the status to show: a ``running`` run whose process is gone was interrupted."""
-    if status == "running" and not pid_alive(pid):
-        return "interrupted"
+def process_alive(pid: int | None, process: str | None = None) -> bool | None:
+    """Return whether the process that recorded a run still runs: None when that cannot be
+    told here (it ran on another machine, or before a reboot)."""
+    if not process or not pid:  # recorded before process identities were kept
+        return pid_alive(pid)
+    boot, _, started = process.partition(":")
+    if not boot or boot != _boot_id():
+        return None
+    current = _start_time(pid)
+    return current is not None and (not started or not current or current == started)
+
+
+def effective_status(status: str | None, pid: int | None, process: str | None = None) -> str:
+    """Return the status to show: a ``running`` run whose process is gone was interrupted,
+    and one whose process cannot be checked from here is ``unknown``."""
+    if status == "running":
+        alive = process_alive(pid, process)
+        if alive is None:
+            return "unknown"
+        if not alive:
+            return "interrupted"
     return status or "unknown"

@@ -243,3 +243,35 @@ def _diagnose_step(d: Diagnosis, body: str, start: int) -> None:
             d.problems.append(("E201", start + space + 2, "expected one space between fields"))
         else:
             d.problems.append(("E202", start + space + 2, "expected 'action=' after step="))
+
+
+def read_fields(line: str) -> tuple[str, dict[str, str]] | None:
+    """Return (kind, raw field values) of a line that starts with a protocol tag, read as
+    leniently as a grader's split would: what a recorder can still keep of an invalid line
+    (``reward=0.5``, ``done=True``, a missing ``score=``). None for a line of another kind.
+
+    ``[STEP]`` is read from the right, as ``diagnose`` does, so an ``action=`` holding spaces
+    and ``=`` stays whole.
+    """
+    tag = tag_of(line)
+    if tag is None:
+        return None
+    kind = tag[1:-1]
+    body = line.strip()[len(tag):].lstrip()
+    found: dict[str, str] = {}
+    if kind == "STEP":
+        end = len(body)
+        for name in ("error", "done", "reward"):
+            at = body.rfind(f" {name}=", 0, end)
+            if at >= 0:
+                found[name] = body[at + len(name) + 2:end]
+                end = at
+        head, _, action = body[:end].partition(" action=")
+        if head.startswith("step="):
+            found["step"] = head[5:]
+        if _ or body.startswith("action="):
+            found["action"] = action if _ else body[7:end]
+    else:
+        for name, value, _col in _fields(Diagnosis(kind=kind), body, 0):
+            found.setdefault(name, value)
+    return kind, found

@@ -1,0 +1,175 @@
+"""`tracer replay` of runs recorded by `tracer run`: the same scripts, no LLM, byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_command_run import SCRIPTS, db_rows, tracer_run
+from tracer.cli import cli
+
+SEED_LIKE_RUN_ARGS = ("--", sys.executable, "seed_like.py")
+
+
+def replay(tmp_path, *args, env=None):
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "replay", *args],
+                              env={"HF_TOKEN": None, "API_KEY": None, "OPENAI_API_KEY": None,
+                                   "API_BASE_URL": None, **(env or {})},
+                              catch_exceptions=False)
+
+
+def echo_env(scale: float = 1.0):
+    """The bundled echo env served on 127.0.0.1, its rewards multiplied by ``scale``."""
+    from openenv.core.env_server.http_server import create_app
+
+    from tracer.echo_env import EchoAction, EchoEnvironment, EchoObservation
+    from tracer.servers import BackgroundServer
+
+    class Scaled(EchoEnvironment):
+        def step(self, action):
+            observation = super().step(action)
+            observation.reward = observation.reward * scale
+            return observation
+
+    return BackgroundServer(create_app(Scaled, EchoAction, EchoObservation, env_name="echo"))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Record the test scripts once (an LLM server and an env server that then stop)."""
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    tmp_path = tmp_path_factory.mktemp("recorded")
+    shutil.copy(SCRIPTS / "seed_like.py", tmp_path)
+    runs = {}
+    with BackgroundServer(create_standin_app()) as llm, echo_env() as env:
+        upstream = {"API_BASE_URL": llm.url + "/v1", "HF_TOKEN": "hf_recording_key_123"}
+        for name in ("seed_like.py", "async_two_calls.py", "streaming.py", "debug_lines.py"):
+            where = ["--env-url", env.url] if name == "seed_like.py" else []
+            argv = ["--", sys.executable, name] if name == "seed_like.py" else [
+                "--", sys.executable, str(SCRIPTS / name)]
+            result = tracer_run(tmp_path, *where, *argv, env={**upstream, "API_KEY": "k" * 12})
+            assert result.exit_code == 0, result.stderr
+            (run_id,) = db_rows(tmp_path, "select id from runs order by started_at desc limit 1")[0]
+            runs[name] = (run_id, result.stdout_bytes)
+        env_url = env.url
+    return tmp_path, runs, env_url
+
+
+@pytest.mark.parametrize("name", ["async_two_calls.py", "streaming.py", "debug_lines.py"])
+def test_a_recorded_script_replays_byte_for_byte_with_the_llm_gone(recorded, name):
+    tmp_path, runs, _ = recorded
+    run_id, stdout = runs[name]
+    result = replay(tmp_path, run_id)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == stdout
+    assert f"replay of {run_id}: " in result.stderr and "no divergence" in result.stderr
+    (replay_of,) = db_rows(tmp_path, "select replay_of from runs order by started_at desc "
+                                     "limit 1")[0]
+    assert replay_of == run_id
+
+
+def test_a_seed_like_script_replays_live_and_offline(recorded):
+    tmp_path, runs, env_url = recorded
+    run_id, stdout = runs["seed_like.py"]
+    with echo_env() as env:  # the env is up again, at another address
+        live = replay(tmp_path, run_id, "--env-url", env.url, "--no-record")
+    assert live.exit_code == 0, live.stderr
+    assert live.stdout_bytes == stdout
+    offline = replay(tmp_path, run_id, "--offline", "--no-record")  # no LLM, no env
+    assert offline.exit_code == 0, offline.stderr
+    assert offline.stdout_bytes == stdout
+    gone = replay(tmp_path, run_id, "--no-record")  # the recorded env is down: an error
+    assert gone.exit_code == 2
+    assert f"Error: the env at {env_url} could not be reached" in gone.stderr
+
+
+def test_a_changed_env_diverges_at_the_first_step_whose_reward_changed(recorded):
+    tmp_path, runs, _ = recorded
+    run_id, _ = runs["seed_like.py"]
+    with echo_env(scale=2.0) as env:
+        result = replay(tmp_path, run_id, "--env-url", env.url, "--no-record")
+    assert result.exit_code == 1
+    (recorded,) = db_rows(tmp_path, "select reward from steps s join episodes e on "
+                                    "e.id = s.episode_id where e.run_id = ? and s.step = 1 "
+                                    "and e.position = 1", [run_id])[0]
+    assert (f"replay of {run_id} diverged: episode 1 (alpha): step 1: reward {recorded:.2f} -> "
+            f"{2 * recorded:.2f}") in result.stderr.splitlines()
+    assert "[STEP] step=1" in result.stdout
+
+
+def test_a_script_edited_to_change_its_prompt_diverges_naming_the_field(recorded):
+    tmp_path, runs, _ = recorded
+    run_id, _ = runs["seed_like.py"]
+    script = tmp_path / "seed_like.py"
+    original = script.read_text()
+    script.write_text(original.replace("Send a short message.", "Send a long message."))
+    try:
+        result = replay(tmp_path, run_id, "--offline", "--no-record")
+    finally:
+        script.write_text(original)
+    assert result.exit_code == 1
+    assert "step 1: LLM request #1 differs from the recording:" in result.stderr
+    assert "messages[0].content: at character 8: 'Send a short message.' -> " \
+           "'Send a long message.'" in result.stderr
+    lenient = replay(tmp_path, run_id, "--offline", "--no-record", "--lenient",
+                     env={"PROMPT": "Say more."})
+    assert lenient.exit_code == 1 and "[STEP] step=3" in lenient.stdout  # went on by position
+
+
+def test_bad_replays_are_one_line_and_write_nothing(recorded, tmp_path):
+    from tracer.store import Store
+
+    db, runs, _ = recorded
+    run_id, _ = runs["seed_like.py"]
+    shutil.copy(db / "t.db", tmp_path / "t.db")
+    before = db_rows(tmp_path, "select count(*) from runs")
+    elsewhere = replay(tmp_path, run_id, "--cwd", str(tmp_path), "--offline")
+    assert elsewhere.exit_code == 2
+    assert f"the recorded script seed_like.py is not in {tmp_path}" in elsewhere.stderr
+    gone = replay(tmp_path, run_id, "--cwd", str(tmp_path / "gone"), "--offline")
+    assert gone.exit_code == 2 and "working directory" in gone.stderr
+
+    store = Store(tmp_path / "t.db")  # a command run with no LLM call
+    store.start_run(id="nollm", kind="command", command=["true"], cwd=str(tmp_path))
+    store.close()
+    nothing = replay(tmp_path, "nollm")
+    assert nothing.exit_code == 2 and "has no recorded LLM calls to replay" in nothing.stderr
+    assert db_rows(tmp_path, "select count(*) from runs") == [(before[0][0] + 1,)]
+    assert "Traceback" not in elsewhere.stderr + gone.stderr + nothing.stderr
+
+
+def test_an_exported_command_run_imports_elsewhere_and_replays_offline(recorded, tmp_path):
+    from click.testing import CliRunner
+
+    db, runs, _ = recorded
+    run_id, stdout = runs["seed_like.py"]
+    exported = tmp_path / "run.jsonl"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", str(db / "t.db"), "export", run_id, "-o",
+                               str(exported)]).exit_code == 0
+    imported = runner.invoke(cli, ["--db", str(tmp_path / "t.db"), "import", str(exported)])
+    assert imported.exit_code == 0, imported.output
+    result = replay(tmp_path, run_id, "--offline", "--no-record", "--cwd", str(db))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == stdout
+
+
+def test_seed_makes_an_unseeded_random_env_replay_identically(tmp_path):
+    argv = ["--", sys.executable, str(SCRIPTS / "random_env.py")]
+    seeded = tracer_run(tmp_path, "--seed", "7", *argv)
+    unseeded = tracer_run(tmp_path, *argv)
+    assert seeded.exit_code == unseeded.exit_code == 0
+    (seeded_id,), (unseeded_id,) = db_rows(tmp_path, "select id from runs order by started_at")
+    again = replay(tmp_path, seeded_id, "--no-record")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout_bytes == seeded.stdout_bytes
+    drifted = replay(tmp_path, unseeded_id, "--no-record")
+    assert drifted.exit_code == 1
+    assert f"replay of {unseeded_id} diverged: episode 1 (dice): step 1: reward " in drifted.stderr

@@ -1,0 +1,218 @@
+"""`tracer run -- CMD`: real scripts, run unchanged as subprocesses, recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import ROOT, SECRET, free_port
+from tracer.cli import cli
+
+SCRIPTS = Path(__file__).parent / "scripts"
+CLEARED = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY", "API_BASE_URL", "OPENAI_BASE_URL",
+           "ENV_BASE_URL", "ENV_URL", "MODEL_NAME", "TRACE_DB")
+
+
+def tracer_run(tmp_path, *args, env=None):
+    """Run ``tracer run`` in process (stdout and stderr kept apart); return the result."""
+    environ = {name: None for name in CLEARED}
+    environ.update(env or {})
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "run", *args],
+                                  env=environ, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def script(name: str) -> list[str]:
+    return [sys.executable, str(SCRIPTS / name)]
+
+
+def db_rows(tmp_path, sql, params=()):
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+def test_a_seed_like_script_is_recorded_with_its_env_and_its_stdout_passed_through(
+        tmp_path, llm_server, echo_env_server):
+    requests_before = len(llm_server.app.state.requests)
+    result = tracer_run(tmp_path, "--upstream", llm_server.url + "/v1", "--env-url",
+                        echo_env_server.url, "--", *script("seed_like.py"))
+    assert result.exit_code == 0, result.stderr
+    direct = subprocess.run(
+        script("seed_like.py"), capture_output=True, cwd=tmp_path, check=True,
+        env={**os.environ, "API_BASE_URL": llm_server.url + "/v1", "HF_TOKEN": "unused-key",
+             "ENV_BASE_URL": echo_env_server.url})
+    assert result.stdout_bytes == direct.stdout  # byte for byte, as without tracer
+
+    calls = len(llm_server.app.state.requests) - requests_before - 9  # the direct run's 9
+    assert db_rows(tmp_path, "select count(*) from llm_calls") == [(calls,)] == [(9,)]
+    steps = db_rows(tmp_path, "select e.task, s.step, s.reward, s.action, s.observation "
+                              "from steps s join episodes e on e.id = s.episode_id order by s.id")
+    assert [(task, step) for task, step, *_ in steps] == [
+        (t, n) for t in ("alpha", "beta", "gamma") for n in (1, 2, 3)]
+    # the env's own answer, through the env proxy, for every [STEP] line
+    assert all('"message"' in action and '"echoed_message"' in obs for *_, action, obs in steps)
+    # each LLM call belongs to the step it chose an action for
+    assert db_rows(tmp_path, "select step, count(*) from llm_calls group by step") == [
+        (1, 3), (2, 3), (3, 3)]
+    assert "ok    stdout: valid: 3 episode(s), 9 step(s)" in result.stderr
+    assert "ok    llm calls through API_BASE_URL: 9 call(s)" in result.stderr
+
+    shown = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "show", "latest"])
+    assert "command " in shown.output and "seed_like.py" in shown.output
+    assert "(proxied: steps have the env's answers)" in shown.output
+
+
+def test_an_async_script_with_concurrent_calls_has_every_call_recorded(tmp_path):
+    result = tracer_run(tmp_path, "--", *script("async_two_calls.py"))
+    assert result.exit_code == 0, result.stderr
+    steps = result.stdout.count("[STEP]")
+    per_step = db_rows(tmp_path, "select episode_id, step, count(*) from llm_calls "
+                                 "group by episode_id, step")
+    assert len(per_step) == steps and all(n == 2 for *_, n in per_step)
+    assert "stand-in model" in result.stderr  # no key and no API_BASE_URL: offline
+
+
+def test_a_streaming_script_with_its_env_in_process_is_recorded_from_stdout_and_llm_traffic(
+        tmp_path):
+    import json
+
+    result = tracer_run(tmp_path, "--", *script("streaming.py"))
+    assert result.exit_code == 0, result.stderr
+    rows = db_rows(tmp_path, "select stream, response from llm_calls")
+    assert len(rows) == 6 and all(stream == 1 and "data: [DONE]" in raw for stream, raw in rows)
+    shown = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "show", "latest", "--json"])
+    step = json.loads(shown.output)["episodes"][0]["steps"][0]
+    assert step["llm_calls"][0]["completion"] == step["action_text"]
+    # no env proxy: steps come from stdout alone, and show says so
+    assert db_rows(tmp_path, "select count(*), count(observation) from steps") == [(6, 0)]
+    shown = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "show", "latest"])
+    assert "env not proxied (in-process, or reached directly)" in shown.output
+
+
+def test_debug_lines_on_stdout_are_kept_passed_through_and_named_by_the_check(tmp_path):
+    result = tracer_run(tmp_path, "--", *script("debug_lines.py"))
+    assert result.exit_code == 0  # the script's own exit code
+    assert result.stdout.splitlines()[0] == "Loading model config..."
+    lines = [line for (line,) in db_rows(tmp_path, "select line from lines order by id")]
+    assert lines == result.stdout.splitlines()
+    assert "FAIL  stdout: 4 error(s)" in result.stderr and "line 1: E101" in result.stderr
+    assert db_rows(tmp_path, "select count(*) from steps") == [(2,)]
+
+    checked = tracer_run(tmp_path, "--check", "--", *script("debug_lines.py"))
+    assert checked.exit_code == 1
+
+
+def test_a_script_that_bypasses_api_base_url_is_named(tmp_path):
+    result = tracer_run(tmp_path, "--check", "--", *script("bypass.py"))
+    assert "FAIL  llm calls through API_BASE_URL: 0 calls while 3 [STEP] line(s)" in result.stderr
+    assert result.exit_code == 1
+
+
+def test_a_key_the_model_repeats_back_is_never_stored_or_printed(tmp_path):
+    from tracer.servers import BackgroundServer
+    from tracer.standin import create_standin_app
+
+    with BackgroundServer(create_standin_app(reply=f"my key is {SECRET} ok", chunk_chars=7)) as llm:
+        results = [tracer_run(tmp_path, "--", *script(name),
+                              env={"API_BASE_URL": llm.url + "/v1", "HF_TOKEN": SECRET,
+                                   "API_KEY": SECRET})
+                   for name in ("streaming.py", "debug_lines.py")]
+        headers = [r["headers"]["authorization"] for r in llm.app.state.requests]
+    assert headers and all(h == f"Bearer {SECRET}" for h in headers)  # passed to the upstream
+    for result in results:
+        assert result.exit_code == 0, result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        assert "ok    key: " in result.stderr
+    assert "action=my key is [REDACTED] ok" in results[0].stdout  # the streamed completion
+    for path in tmp_path.glob("t.db*"):
+        assert SECRET.encode() not in path.read_bytes()
+
+
+def test_an_upstream_that_is_down_gives_the_script_a_502_and_the_run_records_it(tmp_path):
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    result = tracer_run(tmp_path, "--", *script("debug_lines.py"),
+                        env={"API_BASE_URL": down, "HF_TOKEN": "some-key-1234"})
+    assert result.exit_code == 1  # the script's own: its openai client raised
+    assert "tracer proxy: the upstream" in result.stderr and "could not be reached" in result.stderr
+    (error,) = db_rows(tmp_path, "select error from llm_calls limit 1")[0]
+    assert error.startswith("ConnectError")
+    assert "FAIL  llm failures" in result.stderr
+    assert db_rows(tmp_path, "select status, exit_code from runs") == [("failed", 1)]
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["no-such-program-xyz"], 127, "no-such-program-xyz: command not found"),
+    (["./notes.txt"], 126, "./notes.txt: not an executable file"),
+])
+def test_a_command_that_cannot_start_is_one_line(tmp_path, argv, code, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = tracer_run(tmp_path, "--", *argv)
+    assert result.exit_code == code
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_a_port_that_cannot_be_bound_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = tracer_run(tmp_path, "--port", str(port), "--", *script("bypass.py"))
+    assert result.exit_code == 2
+    assert f"Error: cannot listen on 127.0.0.1:{port} for the LLM proxy" in result.stderr
+
+
+def test_a_database_that_cannot_be_written_still_runs_the_command(tmp_path):
+    (tmp_path / "t.db").mkdir()  # a directory where the database should be
+    result = tracer_run(tmp_path, "--", *script("bypass.py"))
+    assert result.exit_code == 0
+    assert result.stdout.count("[END]") == 3
+    assert result.stderr.count("nothing will be recorded") == 1
+
+
+def test_sigterm_reaches_the_script_which_prints_its_end_and_the_run_is_interrupted(tmp_path):
+    (tmp_path / "slow.py").write_text(
+        "import signal, sys, time\n"
+        "def end(*_):\n"
+        "    print('[END] success=false steps=1 score=0.10 rewards=0.10', flush=True)\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, end)\n"
+        "print('[START] task=t env=e model=m', flush=True)\n"
+        "print('[STEP] step=1 action=a reward=0.10 done=false error=null', flush=True)\n"
+        "time.sleep(30)\n")
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tracer.cli", "--db", str(tmp_path / "t.db"), "run", "--",
+         sys.executable, "slow.py"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not db_rows_or_none(tmp_path, "select 1 from steps") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == 3, err  # the script's own exit code
+    assert out.splitlines()[-1].startswith("[END]")
+    assert db_rows(tmp_path, "select status, exit_code from runs") == [("interrupted", 3)]
+    assert db_rows(tmp_path, "select status, success from episodes") == [("completed", 0)]
+    assert "Traceback" not in err
+
+
+def db_rows_or_none(tmp_path, sql):
+    try:
+        return db_rows(tmp_path, sql)
+    except sqlite3.Error:
+        return None

@@ -1,0 +1,167 @@
+"""The LLM proxy of ``tracer run``: an OpenAI-compatible endpoint on 127.0.0.1 that forwards
+every request to the upstream (or answers it from a recording) and records each exchange.
+
+Any method and path under the base path is forwarded as is (chat completions, completions,
+embeddings, responses, models; also ``/v1/v1/...`` from scripts that append ``/v1`` to a base
+that has it), with the caller's headers and body untouched. A stream is forwarded chunk by
+chunk as it arrives.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tracer.store import now
+from tracer.transport import Exchange, decode_body
+
+# Headers that belong to one connection, not to the request or response being forwarded.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@dataclass
+class Slot:
+    """Where an exchange belongs: the episode and step open when it began, its position."""
+
+    episode_id: int | None
+    step: int | None
+    position: int
+    started_at: str
+    episode: int | None = None  # the episode's position in the run
+
+
+class ExchangeLog(Protocol):
+    """What the proxy tells the recorder (``tracer.command.CommandRecorder``)."""
+
+    def llm_slot(self) -> Slot: ...
+    def record_llm(self, slot: Slot, exchange: Exchange) -> None: ...
+    def note_key(self, key: str | None) -> None: ...
+
+
+@dataclass
+class Answer:
+    """A response the proxy sends without asking the upstream (a replay)."""
+
+    status_code: int
+    body: bytes
+    stream: bool = False
+
+
+#: Answers a request from elsewhere than the upstream: (slot, method, path, body) -> Answer.
+Responder = Callable[[Slot, str, str, bytes], Awaitable[Answer]]
+
+
+def bearer(headers: Any) -> str | None:
+    """Return the key a request carries (``Authorization: Bearer`` or ``api-key``)."""
+    value = headers.get("authorization") or ""
+    if value.lower().startswith("bearer "):
+        return value[7:].strip() or None
+    return headers.get("api-key") or None
+
+
+def same_key(sent: str | None, given: list[str]) -> bool:
+    """Compare a key in constant time with each given one, keeping neither."""
+    return sent is not None and any(hmac.compare_digest(sent.encode(), g.encode()) for g in given)
+
+
+def unreachable(upstream: str | None, why: str) -> str:
+    """Return what the script is told when the upstream cannot be reached."""
+    return f"tracer proxy: the upstream {upstream} could not be reached ({why})"
+
+
+def error_body(message: str) -> dict[str, Any]:
+    """Return an OpenAI-style error body (what the openai client shows in its exception)."""
+    return {"error": {"message": message, "type": "tracer_proxy_error", "code": None}}
+
+
+def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None = None,
+                     responder: Responder | None = None) -> Any:
+    """Return the proxy's ASGI app: forward to ``upstream``, or answer with ``responder``."""
+    from starlette.applications import Starlette
+
+    base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+    client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
+
+    def target(request: Request) -> str:
+        path = request.url.path
+        rest = path[len(base_path):] if path.startswith(base_path) else path
+        query = f"?{request.url.query}" if request.url.query else ""
+        return f"{upstream.rstrip('/')}{rest}{query}"
+
+    async def proxy(request: Request) -> Response:
+        body = await request.body()
+        log.note_key(bearer(request.headers))
+        slot = log.llm_slot()
+        parsed = decode_body(body) if body else None
+        exchange = Exchange(method=request.method, url=request.url.path, request=parsed,
+                            started_at=slot.started_at,
+                            stream=isinstance(parsed, dict) and parsed.get("stream") is True)
+        t0 = time.perf_counter()
+
+        def finish(status: int | None, content: bytes | None, error: str | None) -> None:
+            exchange.status_code = status
+            exchange.latency_ms = (time.perf_counter() - t0) * 1000
+            if content is not None:
+                exchange.response = (content.decode("utf-8", "replace") if exchange.stream
+                                     else decode_body(content))
+            exchange.error = error
+            log.record_llm(slot, exchange)
+
+        if responder is not None:
+            answer = await responder(slot, request.method, request.url.path, body)
+            finish(answer.status_code, answer.body, None)
+            media = "text/event-stream" if answer.stream else "application/json"
+            return Response(answer.body, status_code=answer.status_code, media_type=media)
+
+        url = target(request)
+        exchange.url = url
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        try:
+            upstream_response = await client.send(
+                client.build_request(request.method, url, headers=headers, content=body),
+                stream=True)
+        except httpx.HTTPError as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            finish(None, None, f"{type(exc).__name__}: {why}")
+            return JSONResponse(error_body(unreachable(upstream, why)), status_code=502)
+
+        encoding = upstream_response.headers.get("content-encoding")
+
+        async def relay() -> AsyncIterator[bytes]:
+            chunks: list[bytes] = []
+            error = None
+            try:
+                async for chunk in upstream_response.aiter_raw():
+                    chunks.append(chunk)
+                    yield chunk
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            except BaseException as exc:  # the script went away mid-stream
+                error = f"the client went away ({type(exc).__name__})"
+                raise
+            finally:
+                await upstream_response.aclose()
+                content = b"".join(chunks)
+                if encoding and not error:  # record what the client decodes, not gzip bytes
+                    content = httpx.Response(200, headers={"content-encoding": encoding},
+                                             content=content).read()
+                finish(upstream_response.status_code, content, error)
+
+        out_headers = {k: v for k, v in upstream_response.headers.items()
+                       if k.lower() not in HOP_BY_HOP - {"content-length"}}
+        return StreamingResponse(relay(), status_code=upstream_response.status_code,
+                                 headers=out_headers)
+
+    app = Starlette(routes=[Route("/{path:path}", proxy, methods=METHODS)])
+    app.state.client = client
+    return app
