@@ -291,3 +291,20 @@ def test_a_long_series_is_drawn_faint_under_its_moving_mean():
     assert chart.find_all("circle") == []  # 5,000 dots would be one smear
     ticks = [t.text() for t in chart.find_all("text", "tick")]
     assert ticks[-7:] == ["1", "1000", "2000", "3000", "4000", "5000", "step"]
+
+
+def test_a_tracer_run_recording_shows_its_command_and_the_lines_the_validator_refused(tmp_path):
+    from tests.test_command_run import script, tracer_run
+
+    assert tracer_run(tmp_path, "--", *script("debug_lines.py")).exit_code == 0
+    page = view(tmp_path / "t.db", tmp_path / "command.html", "latest")
+    facts = {dt.text(): dt.parent.find_all("dd")[0].text()
+             for dt in page.find_all("header")[0].find_all("dt")}
+    assert facts["command"].endswith("tests/scripts/debug_lines.py")
+    assert facts["in"] == str(tmp_path)
+    log = page.by_id("log").find_all("li")
+    assert log[0].find_all("code")[0].text() == "Loading model config..."
+    assert log[0].find_all("div", "problem")[0].text().startswith("E101")  # not a protocol line
+    assert [a.attrs["href"] for a in log[2].find_all("a")] == []  # [DEBUG] between the steps
+    assert [a.attrs["href"] for a in log[3].find_all("a")] == ["#e1-s1"]
+    assert page.by_id("e1-s1").find_all("a")[-1].attrs["href"] == "#l4"

@@ -9,6 +9,7 @@ from the network. Every recorded text is redacted of the given secrets, then esc
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable, Sequence
 from html import escape
 from importlib.resources import files
@@ -68,6 +69,10 @@ class Page:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _flag(value: bool | None) -> str:
@@ -152,13 +157,13 @@ def _run_facts(page: Page, run: dict[str, Any]) -> str:
              ("settings", " ".join(f"{k}={_value(config[k])}" for k in (
                  "max_steps", "temperature", "max_tokens", "seed", "stream") if k in config)),
              ("versions", " ".join(f"{k} {v}" for k, v in (run["versions"] or {}).items()))]
-    if run.get("command"):
-        pairs.insert(0, ("command", run["command"]))
+    if run.get("command"):  # a tracer run recording: the script's argv and where it ran
+        pairs[:0] = [("command", shlex.join(run["command"])), ("in", run.get("cwd"))]
     if run["replay_of"]:
         pairs.append(("replay of", run["replay_of"]))
     if run["error"]:
         pairs.append(("error", run["error"]))
-    return _facts(page, pairs, "header")
+    return _facts(page, [(k, v) for k, v in pairs if v not in (None, "")], "header")
 
 
 def _value(value: Any) -> str:
@@ -190,7 +195,7 @@ def _total(values: Iterable[float | None]) -> float:
 
 def _episode_facts(page: Page, ep: dict[str, Any]) -> str:
     pairs = [("success", _flag(ep["success"])), ("steps", ep["step_count"]),
-             ("score", _num(ep["score"], 3)), ("reset", f'{_num(ep["reset_latency_ms"], 1)} ms')]
+             ("score", _num(ep["score"], 3)), ("reset", _ms(ep["reset_latency_ms"]))]
     if ep["error"]:
         pairs.append(("error", ep["error"]))
     return _facts(page, pairs)
@@ -239,7 +244,7 @@ def _step(page: Page, s: dict[str, Any], anchor: str, line: int | None = None,
     body += (f'<h4>action</h4><pre>{page.text(s["action"])}</pre>'
              f'<h4>observation</h4><pre>{page.text(s["observation"])}</pre>')
     facts = [("reward", _num(reward)), ("done", _flag(s["done"])), ("error", s["error"]),
-             ("env step", f'{_num(s["latency_ms"], 1)} ms')]
+             ("env step", _ms(s["latency_ms"]))]
     body += _facts(page, facts)
     if line:
         body += f'<p class="logref"><a href="#l{line}">stdout line {line}</a></p>'
@@ -255,7 +260,7 @@ def _call(page: Page, call: dict[str, Any]) -> str:
         f'<div class="msg {page.text(m.get("role"))}"><span class="role">{page.text(m.get("role"))}'
         f'</span><pre>{page.text(queries.message_text(m.get("content")))}</pre></div>'
         for m in call.get("messages", []))
-    facts = [("llm call", f'#{call["position"]}  {_num(call["latency_ms"], 1)} ms'),
+    facts = [("llm call", f'#{call["position"]}  {_ms(call["latency_ms"])}'),
              ("tokens", f'{call["prompt_tokens"] or "-"} + {call["completion_tokens"] or "-"}')]
     if call["status_code"] not in (None, 200):
         facts.append(("http", call["status_code"]))
