@@ -1,9 +1,12 @@
 """Reference OpenEnv inference script: runs the agent and records every episode.
 
 Configuration (environment variables or .env): API_BASE_URL, MODEL_NAME, HF_TOKEN (or API_KEY),
-LOCAL_IMAGE_NAME (or IMAGE_NAME), ENV_BASE_URL, TASKS, MAX_STEPS, TRACE_DB, TRACE=off.
+LOCAL_IMAGE_NAME (or IMAGE_NAME), ENV_BASE_URL, TASKS, MAX_STEPS, TRACE_DB, TRACE=off,
+TRACE_STRICT_EXIT=1.
 stdout carries only [START]/[STEP]/[END] lines; diagnostics go to stderr.
-Exit codes: 0 every episode ran to its end, 1 an episode was cut short, 2 configuration error.
+Exit codes: 0 every episode printed its [END] (a failed episode too, unless TRACE_STRICT_EXIT=1:
+then 1), 128 + signal number on SIGTERM/SIGINT, 1 stdout closed or an unexpected error,
+2 configuration error.
 """
 
 import sys

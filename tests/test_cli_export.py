@@ -59,20 +59,6 @@ def test_log_is_the_stdout_lines_exactly_as_recorded(db):
     assert result.stdout.startswith("[START] task=echo env=echo_env model=stand-in\n")
 
 
-def test_messages_are_sft_rows_shaped_like_openenv_collect(db):
-    rows = jsonl(run_cli(db, "export", "latest", "--format", "messages").stdout)
-    assert len(rows) == 4  # one per LLM call
-    assert rows[1] == {
-        "episode_id": rows[1]["extra"]["run_id"] + "/1",
-        "messages": [{"role": "system", "content": "Echo one word."},
-                     {"role": "user", "content": "Step 2: say a word"},
-                     {"role": "assistant", "content": "there"}],
-        "reward": 0.5, "done": True, "task": "echo", "step": 2,
-        "extra": {"run_id": rows[1]["extra"]["run_id"], "episode": 1, "call": 2,
-                  "model": "stand-in"},
-    }
-
-
 def test_export_to_a_file(db, tmp_path):
     out = tmp_path / "out.jsonl"
     result = run_cli(db, "export", "latest", "-o", str(out))
@@ -93,7 +79,7 @@ def test_import_reads_an_export_back_with_run_ids_and_bytes_intact(db, tmp_path)
     assert result.exit_code == 0
     assert result.stdout == f"imported 2 run(s), 4 episode(s) into {copy}\n"
     assert run_cli(copy, "export", "--all").stdout == exported
-    for fmt in ("log", "messages"):
+    for fmt in ("log", "messages", "call-messages", "trace"):
         assert run_cli(copy, "export", "--all", "--format", fmt).stdout == \
             run_cli(db, "export", "--all", "--format", fmt).stdout
 
@@ -170,7 +156,7 @@ def test_no_export_or_show_output_contains_a_secret(tmp_path):
     outputs = [run_cli(path, "show", "latest", *flags).stdout
                for flags in ([], ["--json"], ["--full"])]
     outputs += [run_cli(path, "export", "--all", "--format", fmt).stdout
-                for fmt in ("jsonl", "log", "messages")]
+                for fmt in ("jsonl", "log", "messages", "call-messages", "trace")]
     assert all(outputs)
     assert "[REDACTED]" in outputs[3]
     for text in outputs:

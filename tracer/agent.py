@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracer.mcp_agent import MCP_INSTRUCTIONS, ToolConversation, is_mcp, tool_error
 from tracer.recorder import Recorder
 from tracer.store import now
 from validator.grammar import EndLine, StartLine, StepLine
@@ -134,6 +135,10 @@ def last_action_error(observation: Any) -> str | None:
 def user_prompt(step: int, observation: Any, last_reward: float, history: list[str]) -> str:
     """Return the user message for ``step``, like the seed's prompt."""
     history_block = "\n".join(history[-4:]) if history else "None"
+    if isinstance(observation, dict) and observation.get("metadata") == {}:
+        # openenv 0.10 sends an observation's empty metadata, openenv-core 0.3 did not: leave it
+        # out, so the same env gives the same prompt (and replays) under either.
+        observation = {k: v for k, v in observation.items() if k != "metadata"}
     return (
         f"Step: {step}\n"
         f"Last observation: {json.dumps(observation, sort_keys=True, ensure_ascii=False)}\n"
@@ -258,22 +263,37 @@ def run_episode(
         recorder.update_episode(reset_observation=_payload(result),
                                 reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
         schema = action_schema()
-        system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
+        tools = None
+        if is_mcp(schema):  # an MCP tool env: the conversation is tracer.mcp_agent's
+            system = SYSTEM_PROMPT.format(action_instructions=MCP_INSTRUCTIONS)
+            tools = ToolConversation(env, system, user_prompt(1, result.observation, 0.0, []))
+            recorder.update_episode(reset_observation={**_payload(result), "tools": tools.tools})
+        else:
+            system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
         observation, last_reward, history = result.observation, 0.0, []
         for step in range(1, settings.max_steps + 1):
             if result.done:
                 break
             recorder.step = step
-            messages = [{"role": "system", "content": system},
-                        {"role": "user", "content": user_prompt(step, observation, last_reward, history)}]
-            text = complete(llm, settings, messages)
-            action, action_text = action_from_completion(text, schema)
+            if tools is not None:
+                chosen = tools.next_action(llm, settings)
+                if chosen is None:
+                    break  # the model answered without calling a tool: it is done
+                action, action_text = chosen
+            else:
+                messages = [{"role": "system", "content": system},
+                            {"role": "user", "content": user_prompt(step, observation, last_reward, history)}]
+                text = complete(llm, settings, messages)
+                action, action_text = action_from_completion(text, schema)
             started = time.perf_counter()
             result = env.step(action)
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             reward = float(result.reward or 0.0)
             record = StepRecord(step, action, action_text, result.observation, reward,
-                                bool(result.done), last_action_error(result.observation))
+                                bool(result.done), last_action_error(result.observation)
+                                or (tool_error(result.observation) if tools else None))
+            if tools is not None:
+                tools.observed(result.observation)
             outcome.steps.append(record)
             say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
                          error=record.error),

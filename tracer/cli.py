@@ -283,30 +283,59 @@ def _show_call(call: dict[str, Any], width: int) -> None:
 @db_option
 @click.argument("run", required=False)
 @click.option("--all", "all_runs", is_flag=True, help="Export every run, oldest first.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "log", "messages"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["jsonl", "log", "messages", "call-messages", "trace", "collect"]),
               default="jsonl", show_default=True,
-              help="jsonl: one episode per line; log: stdout lines as printed; "
-                   "messages: one chat row per LLM call, for SFT.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+              help="jsonl: one episode per line; log: stdout lines as printed; messages: one SFT "
+                   "chat row per episode; call-messages: one chat row per LLM call; trace: one "
+                   "{request, response} row per LLM call (TRL); collect: OpenEnv collect's "
+                   "results.jsonl and metadata.json, into -o DIR.")
+@click.option("-o", "--output", type=click.Path(), help="Write to FILE (DIR for collect), not stdout.")
 def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str | None) -> None:
-    """Export RUN (or --all runs) as jsonl episodes, the stdout log, or SFT chat rows."""
+    """Export RUN (or --all runs) as jsonl episodes, the stdout log, or training rows."""
     from tracer import export as exports
     from tracer import queries
 
     if bool(run) == all_runs:
         raise click.UsageError("give one RUN or --all")
+    if fmt == "collect":
+        return _export_collect(db_path, run, all_runs, output)
     _not_the_database(output, db_path)
+    rows = {"log": exports.log_lines, "messages": exports.message_rows,
+            "call-messages": exports.call_message_rows, "trace": exports.trace_rows}
     with _output(output) as write, reading(db_path) as store:
         run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
         for run_id in run_ids:
-            if fmt == "log":
-                items: Iterable[Any] = exports.log_lines(store, run_id)
-            elif fmt == "messages":
-                items = exports.message_rows(store, run_id)
-            else:
-                items = exports.episode_records(store, run_id)
+            items: Iterable[Any] = rows.get(fmt, exports.episode_records)(store, run_id)
             for item in items:
                 write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+
+
+def _export_collect(db_path: str, run: str | None, all_runs: bool, directory: str | None) -> None:
+    """Write OpenEnv collect's layout: DIR/results.jsonl, then DIR/metadata.json."""
+    from tracer import export as exports
+    from tracer import queries
+    from tracer.store import TraceError
+
+    if directory is None:
+        raise click.UsageError("--format collect writes a directory: give -o DIR")
+    results, metadata = (os.path.join(directory, name) for name in ("results.jsonl", "metadata.json"))
+    _not_the_database(results, db_path)
+    with reading(db_path) as store:
+        run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise TraceError(f"{directory}: cannot create the directory ({exc.strerror})") from None
+        collected = 0
+        with _output(results) as write:
+            for run_id in run_ids:
+                for record in exports.collect_records(store, run_id):
+                    write(json.dumps(record, ensure_ascii=False))
+                    collected += 1
+        about = exports.collect_metadata(store, run_ids, collected)
+    with _output(metadata) as write:
+        write(json.dumps(about, ensure_ascii=False, indent=2))
 
 
 def _not_the_database(output: str | None, db_path: str) -> None:
@@ -554,11 +583,16 @@ def stats(db_path: str, as_json: bool) -> None:
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of one line of a jsonl export."""
-    from tracer.export import schema_text
+@click.option("--format", "fmt", default="jsonl", show_default=True,
+              type=click.Choice(["jsonl", "messages", "call-messages", "trace", "collect",
+                                 "collect-metadata"]),
+              help="The export format whose rows the schema describes (collect-metadata: the "
+                   "metadata.json of --format collect).")
+def schema(fmt: str) -> None:
+    """Print the JSON Schema of one row of an export (a jsonl line by default)."""
+    from tracer.export import FORMAT_SCHEMAS, schema_path
 
-    click.echo(schema_text(), nl=False)
+    click.echo(schema_path(FORMAT_SCHEMAS.get(fmt, fmt)).read_text(encoding="utf-8"), nl=False)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ DEFAULT_TASK = "echo"
 DEFAULT_BENCHMARK = "echo"
 DEFAULT_MAX_STEPS = 8
 MAX_COUNT = 1_000_000  # the most MAX_STEPS and MAX_TOKENS may be
+#: The environments served in process when no ENV_BASE_URL or image is given (EMBEDDED_ENV).
+EMBEDDED_ENVS = ("echo", "mcp-echo")
 
 
 class ConfigError(Exception):
@@ -41,6 +43,8 @@ class Config:
     stream: bool = False
     trace: bool = True
     trace_db: str = "traces/traces.db"
+    strict_exit: bool = False
+    embedded_env: str = EMBEDDED_ENVS[0]
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -54,6 +58,7 @@ class Config:
         tasks = tuple(t.strip() for t in (get("TASKS") or DEFAULT_TASK).split(",") if t.strip())
         if not tasks:
             raise ConfigError("TASKS: no task names given")
+        embedded = get("EMBEDDED_ENV") or EMBEDDED_ENVS[0]
         return cls(
             api_base_url=get("API_BASE_URL") or DEFAULT_API_BASE_URL,
             model=get("MODEL_NAME") or DEFAULT_MODEL,
@@ -61,7 +66,7 @@ class Config:
             image=get("LOCAL_IMAGE_NAME") or get("IMAGE_NAME"),
             env_base_url=get("ENV_BASE_URL"),
             tasks=tasks,
-            benchmark=get("BENCHMARK") or DEFAULT_BENCHMARK,
+            benchmark=get("BENCHMARK") or embedded,
             max_steps=_number(get, "MAX_STEPS", int, DEFAULT_MAX_STEPS),
             temperature=_number(get, "TEMPERATURE", float, 0.7),
             max_tokens=_number(get, "MAX_TOKENS", int, 150),
@@ -69,6 +74,8 @@ class Config:
             stream=_flag(get, "STREAM", False),
             trace=_flag(get, "TRACE", True),
             trace_db=get("TRACE_DB") or "traces/traces.db",
+            strict_exit=_flag(get, "TRACE_STRICT_EXIT", False),
+            embedded_env=embedded,
         )._checked(by_variable=True)
 
     @classmethod
@@ -98,6 +105,9 @@ class Config:
                 raise ConfigError(f"{name}: must be at least {minimum}, got {value!r}")
             if maximum is not None and value > maximum:
                 raise ConfigError(f"{name}: must be at most {maximum:,}, got {value!r}")
+        if self.embedded_env not in EMBEDDED_ENVS:
+            raise ConfigError(f"{'EMBEDDED_ENV' if by_variable else 'embedded_env'}: expected one of "
+                              f"{', '.join(EMBEDDED_ENVS)}, got {self.embedded_env!r}")
         for field_name, variable in _NAMES.items():
             values = getattr(self, field_name)
             for value in values if isinstance(values, tuple) else (values,):
@@ -129,7 +139,8 @@ _PUBLIC_TYPES: dict[str, tuple[type, ...]] = {
     "env_base_url": (str, type(None)), "tasks": (list, tuple), "benchmark": (str,),
     "max_steps": (int,), "temperature": (int, float), "max_tokens": (int,),
     "success_threshold": (int, float), "seed": (int, type(None)), "stream": (bool,),
-    "trace": (bool,), "trace_db": (str,),
+    "trace": (bool,), "trace_db": (str,), "strict_exit": (bool,),
+    "embedded_env": (str,),
 }
 
 

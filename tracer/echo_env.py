@@ -60,7 +60,7 @@ class EchoEnvironment(Environment):
 
 
 def create_echo_app() -> Any:
-    """Return the echo env's FastAPI app (openenv-core's ``create_app``)."""
+    """Return the echo env's FastAPI app (OpenEnv's ``create_app``)."""
     from openenv.core.env_server.http_server import create_app
 
     return create_app(

@@ -1,6 +1,6 @@
-"""Import openenv-core without its optional Gradio web UI.
+"""Import OpenEnv (``openenv``, or the older ``openenv-core``) without its Gradio web UI.
 
-openenv-core imports its Gradio playground eagerly (about 5 s, most of a run's start-up)
+OpenEnv imports its Gradio playground eagerly (about 3 to 5 s, most of a run's start-up)
 although it treats it as optional: it catches ``ModuleNotFoundError`` for it. We never serve
 the playground, so we hide Gradio for the duration of that one import; a later
 ``import gradio`` elsewhere in the process still works.

@@ -13,11 +13,27 @@ from tracer.sse import redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
+#: The distributions that install the ``openenv`` package: the maintained one, and the one
+#: frozen at 0.3.0 that older projects still have.
+OPENENV_DISTRIBUTIONS = ("openenv", "openenv-core")
+
+
+def openenv_version() -> str:
+    """Return which distribution(s) installed ``openenv``, with versions: ``openenv 0.10.0``."""
+    found = []
+    for name in OPENENV_DISTRIBUTIONS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    # Both at once share openenv/'s files (the last installed wins): say so rather than guess.
+    return " + ".join(found) or "not installed"
+
 
 def versions() -> dict[str, str]:
     """Return the versions of Python and the packages a run depends on."""
-    found = {"python": platform.python_version()}
-    for package in ("openenv-core", "openai", "openenv-tracer"):
+    found = {"python": platform.python_version(), "openenv": openenv_version()}
+    for package in ("openai", "openenv-tracer"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

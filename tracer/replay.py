@@ -17,6 +17,7 @@ import httpx
 
 from tracer.agent import Outcome, StopEpisode, run_episode
 from tracer.config import Config, ConfigError
+from tracer.mcp_agent import LIST_TOOLS
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
 from tracer.runner import EnvProvider, llm_client, settings_for
@@ -136,6 +137,8 @@ class OfflineEnv:
         return _Result(data.get("observation"), data.get("reward"), bool(data.get("done")))
 
     def step(self, action: Any) -> _Result:
+        if action == LIST_TOOLS:  # an MCP env's tools, recorded with the reset observation
+            return _Result({"tools": self.reset_data.get("tools") or []}, None, False)
         if self.position >= len(self.steps):
             raise StopEpisode(f"step {self.position + 1}: the recording has only {len(self.steps)} steps")
         recorded = self.steps[self.position]

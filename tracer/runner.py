@@ -15,7 +15,7 @@ import httpx
 
 from tracer.agent import SIGNALS, Interrupted, Settings, run_episode
 from tracer.config import Config, ConfigError
-from tracer.recorder import Recorder
+from tracer.recorder import Recorder, openenv_version
 from tracer.store import Store, TraceError, secrets_from_environ
 
 LLM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -60,7 +60,7 @@ class EnvProvider:
         elif config.image:
             self.source = {"kind": "image", "image": config.image}
         else:
-            self.source = {"kind": "embedded", "name": "echo"}
+            self.source = {"kind": "embedded", "name": config.embedded_env}
 
     def _start(self) -> None:
         if self.base_url:
@@ -76,10 +76,14 @@ class EnvProvider:
             provider.wait_for_ready(url)
             self.base_url = url
         else:
-            from tracer.echo_env import create_echo_app
             from tracer.servers import BackgroundServer
 
-            self.base_url = self._stack.enter_context(BackgroundServer(create_echo_app(), "echo env")).url
+            if self.source["name"] == "mcp-echo":
+                from tracer.mcp_env import create_mcp_echo_app as create_app
+            else:
+                from tracer.echo_env import create_echo_app as create_app
+            server = BackgroundServer(create_app(), f"{self.source['name']} env")
+            self.base_url = self._stack.enter_context(server).url
         try:
             response = httpx.get(f"{self.base_url}/schema", timeout=10)
             response.raise_for_status()
@@ -166,20 +170,31 @@ def run(config: Config) -> int:
                      f"'{STANDIN_MODEL}', not a real LLM")
                 server = stack.enter_context(BackgroundServer(create_standin_app(), "stand-in model"))
                 config = replace(config, api_base_url=server.url + "/v1", model=STANDIN_MODEL)
+            if " + " in (installed := openenv_version()):
+                note(f"{installed} are both installed and share the openenv/ files; expected: "
+                     "`openenv` alone (pip uninstall openenv-core; "
+                     "pip install --force-reinstall --no-deps openenv)")
             env = EnvProvider(config, on_schema=lambda schema: recorder.update_run(env_schema=schema))
             stack.callback(env.stop)
             recorder.start_run(config, env.source)
             if recorder.run_id:
                 note(f"recording run {recorder.run_id} into {config.trace_db}")
             llm = llm_client(config, recorder)
+            failed = 0
             for position, task in enumerate(config.tasks, 1):
                 outcome = run_episode(settings_for(config, task), llm, env.open, env.action_schema,
                                       recorder, emit, position)
-                if outcome.status != "completed":
-                    status, exit_code = "failed", 1
+                failed += outcome.status != "completed"
+            if failed:
+                # Every [END] was printed: the log is whole, so graders get 0 unless asked.
+                status, exit_code = "failed", 1 if config.strict_exit else 0
+                note(f"{failed} of {len(config.tasks)} episode(s) failed (see above); exit code "
+                     f"{exit_code}" + ("" if config.strict_exit else ", TRACE_STRICT_EXIT=1 makes it 1"))
         except Interrupted as exc:
             note(f"{exc}: episode ended early")
-            status, exit_code = "interrupted", 1
+            # 128 + the signal's number, as a shell reports a process a signal ended; stdout
+            # that takes no more lines (no signal) is 1: its [END] may not have been read.
+            status, exit_code = "interrupted", 128 + exc.signum if exc.signum else 1
         except Exception as exc:  # a bug of ours: say it in one line, and record the run as failed
             note(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
             status, exit_code = "failed", 1

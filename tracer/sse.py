@@ -93,3 +93,40 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     for index, chunk in changed.items():
         parts[index] = "data: " + json.dumps(chunk, ensure_ascii=False)
     return "".join(parts)
+
+
+def stream_message(text: str) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
+    """Return (assistant message, finish reason, usage) that a stream's first choice spelled.
+
+    Content pieces are joined; tool calls are put together by their ``index`` (id, name, and
+    the pieces of their arguments). The message is None when the stream carried neither.
+    """
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish: str | None = None
+    usage: dict[str, Any] = {}
+    for _, chunk in data_events(text):
+        if isinstance(chunk.get("usage"), dict):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            finish = choice.get("finish_reason") or finish
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            if isinstance(delta.get("content"), str):
+                content.append(delta["content"])
+            for piece in delta.get("tool_calls") or []:
+                if not isinstance(piece, dict):
+                    continue
+                call = calls.setdefault(piece.get("index", len(calls)), {
+                    "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                call["id"] = piece.get("id") or call["id"]
+                function = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+                call["function"]["name"] += function.get("name") or ""
+                call["function"]["arguments"] += function.get("arguments") or ""
+    if not content and not calls:
+        return None, finish, usage
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content else None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return message, finish, usage

@@ -2,7 +2,8 @@
 
 ``inference.py`` uses it when no ``HF_TOKEN``/``API_KEY`` is set, so a fresh clone runs end to
 end offline; tests use it as their local LLM server. The reply is a pure function of the
-request's messages, so two runs with the same prompts get the same completions.
+request's messages, so two runs with the same prompts get the same completions. Offered
+``tools``, it calls the first one, filling its required arguments from the same text.
 """
 
 import asyncio
@@ -41,6 +42,45 @@ def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
     }
 
 
+def standin_tool_call(tools: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """Return the stand-in's call of the first tool: strings get ``text``, numbers its length."""
+    function = tools[0].get("function") or {}
+    schema = function.get("parameters") or {}
+    arguments: dict[str, Any] = {}
+    for name in schema.get("required") or []:
+        kind = ((schema.get("properties") or {}).get(name) or {}).get("type")
+        arguments[name] = (len(text) if kind in ("integer", "number") else True
+                           if kind == "boolean" else text)
+    return {"id": "call_" + hashlib.sha256(text.encode()).hexdigest()[:12], "type": "function",
+            "function": {"name": function.get("name", ""),
+                         "arguments": json.dumps(arguments, ensure_ascii=False)}}
+
+
+def _tool_completion(body: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    completion = _completion(body, call["function"]["arguments"])
+    completion["choices"] = [{"index": 0, "finish_reason": "tool_calls",
+                              "message": {"role": "assistant", "content": None,
+                                          "tool_calls": [call]}}]
+    return completion
+
+
+def _tool_stream_chunks(body: dict[str, Any], call: dict[str, Any]):
+    base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 0,
+            "model": body.get("model", STANDIN_MODEL)}
+    arguments = call["function"]["arguments"]
+    pieces = [{"index": 0, "id": call["id"], "type": "function",
+               "function": {"name": call["function"]["name"], "arguments": ""}}]
+    pieces += [{"index": 0, "function": {"arguments": arguments[i:i + 16]}}
+               for i in range(0, len(arguments), 16)]
+    for piece in pieces:
+        chunk = {**base, "choices": [{"index": 0, "delta": {"tool_calls": [piece]},
+                                      "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    yield f"data: {json.dumps(last)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 def _stream_chunks(body: dict[str, Any], text: str, chunk_chars: int | None = None):
     base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 0,
             "model": body.get("model", STANDIN_MODEL)}
@@ -75,6 +115,12 @@ def create_standin_app(fail_first: int = 0, delay_s: float = 0.0, reply: str | N
             return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error"}},
                                 status_code=500)
         text = reply if reply is not None else standin_reply(body.get("messages", []))
+        if body.get("tools"):
+            call = standin_tool_call(body["tools"], text)
+            if body.get("stream"):
+                return StreamingResponse(_tool_stream_chunks(body, call),
+                                         media_type="text/event-stream")
+            return _tool_completion(body, call)
         if body.get("stream"):
             return StreamingResponse(_stream_chunks(body, text, chunk_chars), media_type="text/event-stream")
         return _completion(body, text)

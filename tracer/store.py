@@ -24,7 +24,7 @@ from typing import Any
 def _import_sqlite_utils():
     """Import sqlite-utils without letting it pull in pandas and numpy.
 
-    It imports both when installed (gradio, an openenv-core dependency, installs them) only to
+    It imports both when installed (gradio, an OpenEnv dependency, installs them) only to
     map their types on insert, which we never do: that is 0.4 s of every start. The block
     lasts for this one import, so anything that wants pandas later still gets it.
     """
