@@ -257,14 +257,17 @@ def llm_call_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
         store, "select * from llm_calls where episode_id = ? order by position, id", [episode_id])]
 
 
-def show_run(store: Store, run_id: str) -> dict[str, Any]:
-    """Return a run, its episodes and each step with the LLM call(s) that chose its action."""
+def show_run(store: Store, run_id: str, *, messages: bool = False) -> dict[str, Any]:
+    """Return a run, its episodes and each step with the LLM call(s) that chose its action.
+
+    With ``messages``, each call also carries the whole list of prompt messages it sent.
+    """
     run = run_row(store, run_id)
     run["episodes"] = []
     for ep in episode_rows(store, run_id, run["status"]):
         calls_by_step: dict[Any, list[dict[str, Any]]] = {}
         for call in llm_call_rows(store, ep["id"]):
-            calls_by_step.setdefault(call["step"], []).append(summarize_call(call))
+            calls_by_step.setdefault(call["step"], []).append(summarize_call(call, messages))
         ep["steps"] = step_rows(store, ep["id"])
         ep["step_count"] = len(ep["steps"])  # episodes.steps is 0 until the episode ends
         for s in ep["steps"]:
@@ -275,11 +278,11 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
     return run
 
 
-def summarize_call(call: dict[str, Any]) -> dict[str, Any]:
+def summarize_call(call: dict[str, Any], messages: bool = False) -> dict[str, Any]:
     """Return an LLM call as prompt (last user message), completion, tokens and latency."""
     request = decode(call["request"], "llm_calls", call["id"], "request")
     completion, usage = parse_response(call["response"], bool(call["stream"]))
-    return {
+    summary = {
         "position": call["position"],
         "step": call["step"],
         "prompt": last_user_message(request),
@@ -290,6 +293,9 @@ def summarize_call(call: dict[str, Any]) -> dict[str, Any]:
         "status_code": call["status_code"],
         "error": call["error"],
     }
+    if messages:
+        summary["messages"] = (request or {}).get("messages") or []
+    return summary
 
 
 def message_text(content: Any) -> str | None:
