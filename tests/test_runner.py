@@ -67,6 +67,46 @@ def test_a_secret_inside_bodies_and_actions_is_redacted_everywhere(tmp_path, cap
         "my key is [REDACTED]"] * 2
 
 
+def test_a_stream_whose_events_span_several_data_lines_is_read_and_stored_redacted(
+        tmp_path, capsys, monkeypatch):
+    from click.testing import CliRunner
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from tracer.cli import cli
+    from tracer.servers import BackgroundServer
+
+    def events():  # the key split across chunks, each chunk's JSON over two data: lines
+        for i in range(0, len(reply := f"my key is {SECRET}"), 3):
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": reply[i:i + 3]}}]}
+            yield json.dumps(chunk).replace(', "choices"', ',\ndata: "choices"')
+        yield "[DONE]"
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: StreamingResponse(
+        (f"data: {event}\n\n" for event in events()), media_type="text/event-stream"))
+    monkeypatch.setenv("API_KEY", SECRET)
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=1,
+                          stream=True))
+    out, _ = capsys.readouterr()
+    assert code == 0 and "action=my key is [REDACTED]" in out
+    (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    from openai._streaming import SSEDecoder  # how the client reads it back (and replay serves it)
+
+    said = "".join(json.loads(event.data)["choices"][0]["delta"]["content"]
+                   for event in SSEDecoder().iter_bytes(iter([call["response"].encode()]))
+                   if event.data != "[DONE]")
+    assert said == "my key is [REDACTED]"
+    db = str(tmp_path / "traces.db")
+    shown = json.loads(CliRunner().invoke(cli, ["show", "latest", "--json", "--db", db]).stdout)
+    assert shown["episodes"][0]["steps"][0]["llm_calls"][0]["completion"] == "my key is [REDACTED]"
+    (row,) = [json.loads(line) for line in CliRunner().invoke(
+        cli, ["export", "latest", "--format", "messages", "--db", db]).stdout.splitlines()]
+    assert row["messages"][-1] == {"role": "assistant", "content": "my key is [REDACTED]"}
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

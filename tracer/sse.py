@@ -10,22 +10,43 @@ from typing import Any
 _LINE_END = re.compile(r"(\r\n|\r|\n)")  # SSE allows all three
 
 
-def data_events(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (index, chunk) for each ``data:`` line of ``text`` holding a JSON object; the
-    index is the line's place in ``_LINE_END.split(text)``.
+def events(parts: list[str]) -> Iterator[tuple[list[int], str]]:
+    """Yield (data line indexes, data) for each event of a stream split by ``_LINE_END``.
+
+    As SSE readers do (the ``openai`` client among them): an event ends at a blank line, its
+    ``data:`` lines are joined with ``\n`` (one JSON object may span several), comments and
+    other fields are skipped. A last event with no blank line after it is kept too.
+    """
+    lines: list[int] = []
+    values: list[str] = []
+    for index in range(0, len(parts), 2):
+        line = parts[index]
+        if not line:
+            if lines:
+                yield lines, "\n".join(values)
+            lines, values = [], []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            lines.append(index)
+            values.append(value[1:] if value.startswith(" ") else value)
+    if lines:
+        yield lines, "\n".join(values)
+
+
+def data_events(text: str) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    """Yield (data line indexes, chunk) for each event of ``text`` holding a JSON object; the
+    indexes are the event's ``data:`` lines' places in ``_LINE_END.split(text)``.
 
     ``[DONE]`` and torn or non-object chunks are skipped: what the stream did carry is kept.
     """
-    parts = _LINE_END.split(text)
-    for index in range(0, len(parts), 2):
-        if not parts[index].startswith("data:"):
-            continue
+    for lines, data in events(_LINE_END.split(text)):
         try:
-            chunk = json.loads(parts[index][5:])
+            chunk = json.loads(data)
         except ValueError:
             continue
         if isinstance(chunk, dict):
-            yield index, chunk
+            yield lines, chunk
 
 
 def content_deltas(chunk: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -57,6 +78,10 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     choice's deltas are put together field by field (content, reasoning, tool call
     arguments...): where a secret remains, the redacted whole goes into the field's first
     piece and its other pieces are emptied, so the stream still parses to the redacted text.
+    An event rewritten this way becomes one ``data:`` line. Events that are not JSON cannot
+    be read that way: if a secret shows when their data are put together, each of them is
+    replaced by ``data: [REDACTED]``; and if one still shows in all the stream's data put
+    together, nothing of the stream is kept but ``replacement``.
     A stream that holds no secret is returned as it was.
     """
     secrets = [s for s in secrets if s]
@@ -71,25 +96,47 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     def leaks(value: str) -> bool:
         return any(secret in value for secret in secrets)
 
-    changed: dict[int, dict[str, Any]] = {}
-    pieces: dict[tuple, list[tuple[int, dict[str, Any], Any, Any]]] = {}
-    for index, chunk in data_events(text):
+    parts = _LINE_END.split(text)
+    lines_of: dict[int, list[int]] = {}  # an event (its first data line) -> its data lines
+    chunks: dict[int, dict[str, Any]] = {}  # an event -> its JSON object
+    changed: dict[int, str] = {}  # an event -> its new data
+    unparsed: list[tuple[int, str]] = []  # events that are not JSON, and their data
+    pieces: dict[tuple, list[tuple[int, Any, Any]]] = {}
+    for lines, data in events(parts):
+        lines_of[lines[0]] = lines
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            if data.strip() != "[DONE]":
+                unparsed.append((lines[0], data))
+            continue
+        chunks[lines[0]] = chunk
         for path, container, key, value in _texts(chunk):
             if leaks(value):  # whole, but written with JSON escapes
                 container[key] = redact(value)
-                changed[index] = chunk
+                changed[lines[0]] = ""
             if len(path) > 3 and path[0] == "choices" and path[2] == "delta":
                 # (choice index, field in its delta): the pieces of one text, in order.
-                pieces.setdefault((path[1], *path[3:]), []).append((index, chunk, container, key))
+                pieces.setdefault((path[1], *path[3:]), []).append((lines[0], container, key))
     for field_pieces in pieces.values():
-        whole = "".join(container[key] for _, _, container, key in field_pieces)
+        whole = "".join(container[key] for _, container, key in field_pieces)
         if leaks(whole):
-            for n, (index, chunk, container, key) in enumerate(field_pieces):
+            for n, (event, container, key) in enumerate(field_pieces):
                 container[key] = redact(whole) if n == 0 else ""
-                changed[index] = chunk
+                changed[event] = ""
+    for event in changed:
+        changed[event] = json.dumps(chunks[event], ensure_ascii=False)
+    if leaks("".join(data.replace("\n", "") for _, data in unparsed)):
+        changed.update((event, replacement) for event, _ in unparsed)
     if not changed:
         return text
-    parts = _LINE_END.split(text)
-    for index, chunk in changed.items():
-        parts[index] = "data: " + json.dumps(chunk, ensure_ascii=False)
-    return "".join(parts)
+    for event, data in changed.items():
+        parts[event] = "data: " + data
+        for index in lines_of[event][1:]:  # its other data lines go, with the break before each
+            parts[index - 1] = parts[index] = ""
+    text = "".join(parts)
+    if leaks("".join(data.replace("\n", "") for _, data in events(_LINE_END.split(text)))):
+        return replacement
+    return text
