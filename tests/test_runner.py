@@ -107,6 +107,30 @@ def test_a_stream_whose_events_span_several_data_lines_is_read_and_stored_redact
     assert row["messages"][-1] == {"role": "assistant", "content": "my key is [REDACTED]"}
 
 
+def test_a_signal_while_the_episode_ends_still_prints_end_and_finishes_the_episode(
+        tmp_path, capsys, monkeypatch):
+    import signal
+    import time
+
+    from tracer import agent
+
+    def close_then_signalled(env, timeout_s=5.0):  # SIGTERM lands between the last [STEP] and [END]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return agent_close(env, timeout_s)
+
+    agent_close = agent.close_quietly
+    monkeypatch.setattr(agent, "close_quietly", close_then_signalled)
+    code = run(config(tmp_path, max_steps=2, tasks=("a", "b")))
+    lines, err = log_of(capsys)
+    assert code == 1 and "interrupted by signal" in err
+    assert [line.kind for line in lines] == ["START", "STEP", "STEP", "END"]
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "completed" and episode["ended_at"]
+    assert [run["status"] for run in db["runs"].rows] == ["interrupted"]
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

@@ -46,7 +46,9 @@ class SignalGate:
     """Turns the first SIGTERM/SIGINT into ``Interrupted``, but never inside ``hold()``.
 
     Recording a line and printing it happen under ``hold()``, so an interrupt cannot land
-    between them: whatever reached stdout is also in the database.
+    between them: whatever reached stdout is also in the database. A whole episode runs
+    under ``hold()`` with only its work under ``release()``, so a signal while it ends waits
+    for its [END] line and the episode's row.
     """
 
     def __init__(self) -> None:
@@ -68,14 +70,27 @@ class SignalGate:
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        self.depth += 1
+        depth = self.depth  # restored, not decremented: right even if a signal cut in
+        self.depth = depth + 1
         try:
             yield
         finally:
-            self.depth -= 1
+            self.depth = depth
             if not self.depth and self.pending is not None:
                 signum, self.pending = self.pending, None
                 raise Interrupted(signum)
+
+    @contextmanager
+    def release(self) -> Iterator[None]:
+        """Let signals through again inside ``hold()``; one that waited is raised at once."""
+        depth, self.depth = self.depth, 0
+        try:
+            if self.pending is not None:
+                signum, self.pending = self.pending, None
+                raise Interrupted(signum)
+            yield
+        finally:
+            self.depth = depth
 
 
 SIGNALS = SignalGate()
@@ -233,6 +248,21 @@ def run_episode(
     position: int = 1,
 ) -> Outcome:
     """Run one episode, printing its [START], [STEP]s and an [END] whatever happens."""
+    # A signal that arrives once the work is over (closing the env, the [END]) waits for the
+    # episode's end: raised by hold() after it, it stops the run, not this [END].
+    with SIGNALS.hold():
+        return _run_episode(settings, llm, open_env, action_schema, recorder, emit, position)
+
+
+def _run_episode(
+    settings: Settings,
+    llm: Any,
+    open_env: Callable[[], Any],
+    action_schema: Callable[[], dict | None],
+    recorder: Recorder,
+    emit: Callable[[str], None],
+    position: int,
+) -> Outcome:
     outcome = Outcome()
 
     def say(line: StartLine | StepLine | EndLine, **step: Any) -> None:
@@ -250,37 +280,38 @@ def run_episode(
                            model=settings.model, reset_args=settings.reset_args)
     env = None
     try:
-        say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
-        env = open_env()
-        t0 = time.perf_counter()
-        result = env.reset(**settings.reset_args)
-        outcome.reset_observation = result.observation
-        recorder.update_episode(reset_observation=_payload(result),
-                                reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
-        schema = action_schema()
-        system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
-        observation, last_reward, history = result.observation, 0.0, []
-        for step in range(1, settings.max_steps + 1):
-            if result.done:
-                break
-            recorder.step = step
-            messages = [{"role": "system", "content": system},
-                        {"role": "user", "content": user_prompt(step, observation, last_reward, history)}]
-            text = complete(llm, settings, messages)
-            action, action_text = action_from_completion(text, schema)
-            started = time.perf_counter()
-            result = env.step(action)
-            latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            reward = float(result.reward or 0.0)
-            record = StepRecord(step, action, action_text, result.observation, reward,
-                                bool(result.done), last_action_error(result.observation))
-            outcome.steps.append(record)
-            say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
-                         error=record.error),
-                step=step, action=action, action_text=action_text, observation=result.observation,
-                reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
-            observation, last_reward = result.observation, reward
-            history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
+        with SIGNALS.release():
+            say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
+            env = open_env()
+            t0 = time.perf_counter()
+            result = env.reset(**settings.reset_args)
+            outcome.reset_observation = result.observation
+            recorder.update_episode(reset_observation=_payload(result),
+                                    reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+            schema = action_schema()
+            system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
+            observation, last_reward, history = result.observation, 0.0, []
+            for step in range(1, settings.max_steps + 1):
+                if result.done:
+                    break
+                recorder.step = step
+                messages = [{"role": "system", "content": system},
+                            {"role": "user", "content": user_prompt(step, observation, last_reward, history)}]
+                text = complete(llm, settings, messages)
+                action, action_text = action_from_completion(text, schema)
+                started = time.perf_counter()
+                result = env.step(action)
+                latency_ms = round((time.perf_counter() - started) * 1000, 3)
+                reward = float(result.reward or 0.0)
+                record = StepRecord(step, action, action_text, result.observation, reward,
+                                    bool(result.done), last_action_error(result.observation))
+                outcome.steps.append(record)
+                say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
+                             error=record.error),
+                    step=step, action=action, action_text=action_text, observation=result.observation,
+                    reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
+                observation, last_reward = result.observation, reward
+                history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
         outcome.status = "completed"
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
