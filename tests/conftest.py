@@ -58,3 +58,44 @@ def echo_env_server():
 
     with BackgroundServer(create_echo_app(), "test env") as server:
         yield server
+
+
+def scripted_env(*answers: dict, delay_s: float = 0.0):
+    """An env server (OpenEnv's websocket protocol, written with Python's ``json`` as any server
+    may be) whose steps answer ``answers`` in turn, then echo forever; ``delay_s`` before each.
+
+    Each answer updates the echo env's usual one (``{"observation", "reward", "done"}``), so
+    a test can send what openenv-core's own server never does: ``NaN``, ``"done": "false"``.
+    """
+    import asyncio
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    from tracer.servers import BackgroundServer
+
+    async def schema(request) -> JSONResponse:
+        return JSONResponse({"action": {"properties": {"message": {"type": "string"}},
+                                        "required": ["message"]}})
+
+    async def session(websocket) -> None:
+        await websocket.accept()
+        steps = 0
+        while True:
+            message = json.loads(await websocket.receive_text())
+            if message["type"] == "close":
+                return
+            data = {"observation": {"echoed_message": "ready"}, "reward": 0.0, "done": False}
+            if message["type"] == "step":
+                text = message["data"].get("message", "")
+                data = {"observation": {"echoed_message": text}, "reward": 0.1, "done": False}
+                steps += 1
+                if steps <= len(answers):
+                    data.update(answers[steps - 1])
+                await asyncio.sleep(delay_s)
+            await websocket.send_text(json.dumps({"type": "observation", "data": data}))
+
+    app = Starlette(routes=[Route("/schema", schema), WebSocketRoute("/ws", session)])
+    return BackgroundServer(app, "scripted env")

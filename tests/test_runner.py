@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from tests.conftest import SECRET, free_port
+from tests.conftest import SECRET, free_port, scripted_env
 from tracer.config import Config
 from tracer.runner import main, run
 from validator.grammar import parse
@@ -129,6 +129,21 @@ def test_a_signal_while_the_episode_ends_still_prints_end_and_finishes_the_episo
     (episode,) = db["episodes"].rows
     assert episode["status"] == "completed" and episode["ended_at"]
     assert [run["status"] for run in db["runs"].rows] == ["interrupted"]
+
+
+@pytest.mark.parametrize("reward", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_reward_is_an_env_error_and_end_is_still_valid(tmp_path, capsys, reward):
+    with scripted_env({}, {"reward": reward}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 1
+    assert [line.kind for line in lines] == ["START", "STEP", "END"]
+    assert lines[-1].steps == 1 and lines[-1].rewards == [lines[1].reward]
+    assert f"env step 2 returned a non-finite reward ({reward})" in err
+    assert "validation error" not in err and "Traceback" not in err
+    (episode,) = sqlite_utils.Database(tmp_path / "traces.db")["episodes"].rows
+    assert episode["status"] == "failed" and episode["steps"] == 1
+    assert "non-finite reward" in episode["error"]
 
 
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):

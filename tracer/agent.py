@@ -7,6 +7,7 @@ sits behind the two seams differs (the LLM client's httpx transport, the env cli
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -98,6 +99,10 @@ SIGNALS = SignalGate()
 
 class ActionError(Exception):
     """A completion that cannot be turned into an action for this environment."""
+
+
+class EnvError(Exception):
+    """An env answer the protocol cannot carry (a reward that is not a finite number, ...)."""
 
 
 def text_field(action_schema: dict | None) -> str | None:
@@ -303,11 +308,15 @@ def _run_episode(
                 result = env.step(action)
                 latency_ms = round((time.perf_counter() - started) * 1000, 3)
                 reward = float(result.reward or 0.0)
+                if not math.isfinite(reward):  # Python's json sends and reads NaN and Infinity
+                    raise EnvError(f"env step {step} returned a non-finite reward ({reward})")
                 record = StepRecord(step, action, action_text, result.observation, reward,
                                     bool(result.done), last_action_error(result.observation))
+                line = StepLine(step=step, action=action_text, reward=reward, done=record.done,
+                                error=record.error)
+                # [END] counts the steps printed: one whose line cannot be made is not one.
                 outcome.steps.append(record)
-                say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
-                             error=record.error),
+                say(line,
                     step=step, action=action, action_text=action_text, observation=result.observation,
                     reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
                 observation, last_reward = result.observation, reward
@@ -317,7 +326,7 @@ def _run_episode(
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
     except (StopEpisode, Exception) as exc:
-        message = str(exc) if isinstance(exc, StopEpisode) else _describe(exc)
+        message = str(exc) if isinstance(exc, (StopEpisode, EnvError)) else _describe(exc)
         outcome.status, outcome.error = "failed", recorder.redact(message)
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     finally:
