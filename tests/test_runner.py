@@ -146,6 +146,14 @@ def test_a_non_finite_reward_is_an_env_error_and_end_is_still_valid(tmp_path, ca
     assert "non-finite reward" in episode["error"]
 
 
+def test_done_that_is_not_a_boolean_is_an_env_error_not_the_end(tmp_path, capsys):
+    with scripted_env({"done": "false"}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 1 and [line.kind for line in lines] == ["START", "END"]
+    assert "env step 1 returned done='false' (a str), not true or false" in err
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

@@ -310,6 +310,9 @@ def _run_episode(
                 reward = float(result.reward or 0.0)
                 if not math.isfinite(reward):  # Python's json sends and reads NaN and Infinity
                     raise EnvError(f"env step {step} returned a non-finite reward ({reward})")
+                if not isinstance(result.done, (bool, type(None))):  # bool("false") is True
+                    raise EnvError(f"env step {step} returned done={result.done!r} "
+                                   f"(a {type(result.done).__name__}), not true or false")
                 record = StepRecord(step, action, action_text, result.observation, reward,
                                     bool(result.done), last_action_error(result.observation))
                 line = StepLine(step=step, action=action_text, reward=reward, done=record.done,
