@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,24 +276,42 @@ def _not_the_database(output: str | None, db_path: str) -> None:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[Any]:
-    """Yield a line writer to stdout, or to a file that appears only if the export succeeds."""
+    """Yield a line writer to stdout, or to ``path``.
+
+    A regular file (or a new one) appears only if the export succeeds: it is written aside and
+    renamed over ``path``. Anything else (a symlink, a device, a FIFO, ``/dev/stdout``) is
+    written through, as ``>`` would: renaming over it would replace it with a file.
+    """
     if path is None:
         yield out
         return
+    import stat
+
     from tracer.store import TraceError
 
-    partial = f"{path}.partial"
     try:
-        with open(partial, "w", encoding="utf-8") as f:
-            try:
-                yield lambda line: out(line, file=f)
-            except BaseException:
-                f.close()
-                os.unlink(partial)
-                raise
-        os.replace(partial, path)
-    except OSError as exc:  # a missing directory, no permission, a full disk
+        whole_file = stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        whole_file = True
+    except OSError as exc:
         raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
+    target = f"{path}.partial" if whole_file else path
+    try:
+        f = open(target, "w", encoding="utf-8")
+    except OSError as exc:  # a missing directory, no permission
+        raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with f:
+            yield lambda line: out(line, file=f)
+        if whole_file:
+            os.replace(target, path)
+    except BaseException as exc:
+        if whole_file:
+            with suppress(OSError):
+                os.unlink(target)
+        if isinstance(exc, OSError):  # a full disk or device, a reader that went away
+            raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
+        raise
 
 
 @cli.command("import")
