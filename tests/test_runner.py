@@ -154,6 +154,28 @@ def test_done_that_is_not_a_boolean_is_an_env_error_not_the_end(tmp_path, capsys
     assert "env step 1 returned done='false' (a str), not true or false" in err
 
 
+@pytest.mark.parametrize("placeholder", ["e", "Step"])
+def test_a_placeholder_key_too_short_to_be_a_secret_changes_nothing_and_is_named_once(
+        tmp_path, capsys, monkeypatch, llm_server, placeholder):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    monkeypatch.setenv("HF_TOKEN", placeholder)  # HF_TOKEN=x, say: what a replay or a demo sets
+    code = run(config(tmp_path, api_key=placeholder, api_base_url=llm_server.url + "/v1",
+                      max_steps=2))
+    out, err = capsys.readouterr()
+    assert code == 0 and "[REDACTED]" not in out
+    assert err.count("HF_TOKEN is shorter than 8 characters") == 1
+    (call, _) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    messages = json.loads(call["request"])["messages"]
+    assert "Reply with exactly" in messages[0]["content"]
+    assert messages[1]["content"].startswith("Step: 1")
+    exported = CliRunner().invoke(cli, ["export", "latest", "--db", str(tmp_path / "traces.db")],
+                                  env={"HF_TOKEN": placeholder})
+    assert exported.exit_code == 0 and "[REDACTED]" not in exported.stdout
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

@@ -113,17 +113,22 @@ def reading(db_path: str) -> Iterator[Store]:
             store.close()
 
 
-_secrets: list[str] | None = None
+_secrets: dict[tuple, list[str]] = {}
+
+
+def secrets() -> list[str]:
+    """Return the environment's secrets, longest first (read once: a short one is named once)."""
+    from tracer.store import SECRET_ENV_VARS, secrets_from_environ
+
+    key = tuple(os.environ.get(name) for name in SECRET_ENV_VARS)
+    if key not in _secrets:
+        _secrets[key] = sorted(secrets_from_environ(), key=len, reverse=True)
+    return _secrets[key]
 
 
 def out(text: str = "", **kwargs: Any) -> None:
     """Echo text with any secret from the environment blanked (the store already redacts)."""
-    global _secrets
-    if _secrets is None:
-        from tracer.store import secrets_from_environ
-
-        _secrets = sorted(secrets_from_environ(), key=len, reverse=True)
-    for secret in _secrets:
+    for secret in secrets():
         text = text.replace(secret, "[REDACTED]")
     click.echo(text, **kwargs)
 
@@ -324,11 +329,11 @@ def import_(db_path: str, file: str) -> None:
     transaction. A run whose id is already in the database is skipped, with a message.
     """
     from tracer import export as exports
-    from tracer.store import Store, secrets_from_environ
+    from tracer.store import Store
 
     records = exports.read_jsonl(file)
     with naming(db_path):
-        store = Store(db_path, secrets=secrets_from_environ())
+        store = Store(db_path, secrets=secrets())
         try:
             result = exports.import_jsonl(store, records)
         finally:

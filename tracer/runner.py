@@ -148,7 +148,7 @@ def settings_for(config: Config, task: str) -> Settings:
 
 def run(config: Config) -> int:
     """Run every task of ``config`` as an episode; return the process exit code."""
-    secrets = [config.api_key or "", *secrets_from_environ()]
+    secrets = secrets_from_environ(api_key=config.api_key)
     try:
         store = Store(config.trace_db, secrets=secrets) if config.trace else None
     except (TraceError, OSError, sqlite3.Error) as exc:

@@ -47,6 +47,7 @@ from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE  # noqa: E402
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"
 SECRET_ENV_VARS = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY")
+MIN_SECRET_LENGTH = 8  # real keys are 20+ characters; shorter values are placeholders
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -64,10 +65,23 @@ def new_run_id() -> str:
     return f"{int(time.time() * 1000):012x}{_secrets.token_hex(4)}"
 
 
-def secrets_from_environ(environ: dict[str, str] | None = None) -> list[str]:
-    """Return the secret values set in the environment (HF_TOKEN, API_KEY, ...)."""
+def secrets_from_environ(environ: dict[str, str] | None = None, *,
+                         api_key: str | None = None) -> list[str]:
+    """Return the secret values to redact: HF_TOKEN, API_KEY, ... and ``api_key`` if given.
+
+    A value shorter than ``MIN_SECRET_LENGTH`` is a placeholder (``HF_TOKEN=x``), not a key:
+    redacting it would change every ``x`` of the record and of stdout, so it is left alone,
+    and said on stderr (call this once per process or run).
+    """
     environ = os.environ if environ is None else environ
-    return [v for k in SECRET_ENV_VARS if len(v := environ.get(k, "")) >= 4]
+    named = [(k, environ.get(k, "")) for k in SECRET_ENV_VARS]
+    if api_key and api_key not in (v for _, v in named):
+        named.append(("the API key", api_key))
+    for name, value in named:
+        if value and len(value) < MIN_SECRET_LENGTH:
+            print(f"tracer: {name} is shorter than {MIN_SECRET_LENGTH} characters: taken for a "
+                  "placeholder, not a key, and not redacted", file=sys.stderr, flush=True)
+    return [value for _, value in named if len(value) >= MIN_SECRET_LENGTH]
 
 
 def dumps(value: Any) -> str:
