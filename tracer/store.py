@@ -11,8 +11,10 @@ import datetime as dt
 import json
 import os
 import secrets as _secrets
+import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -111,6 +113,7 @@ class Store:
         self.path = Path(path)
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._insert_sql: dict[tuple, str] = {}
+        self._copy: tempfile.TemporaryDirectory | None = None  # see _read_only_uri
         if not create:
             _check_existing(self.path)
         else:
@@ -141,13 +144,32 @@ class Store:
         if writable:
             conn = sqlite3.connect(self.path, **options)
         else:
-            # With a -wal file (a writer is at work, or was killed) read it too, read-only; with
-            # none, the main file holds everything: read it as it is, making no -wal or -shm
-            # file, which also works in a directory we cannot write to.
-            mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
-            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True, **options)
+            conn = sqlite3.connect(self._read_only_uri(), uri=True, **options)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
+
+    def _read_only_uri(self) -> str:
+        """Return the URI that reads the database as it is, whoever writes it meanwhile.
+
+        ``mode=ro`` reads the -wal and takes SQLite's locks, so a writer may commit and
+        checkpoint while we read; it needs a -shm file, which it makes (with an empty -wal)
+        where the directory lets it. Where it does not (read-only media), a database with no
+        -wal is read ``immutable``: nothing can be writing it. A -wal with no -shm there is
+        read from a private copy of the two files, so its rows are not lost.
+        """
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if os.access(self.path.parent, os.W_OK) or (wal.exists() and shm.exists()):
+            return f"{self.path.absolute().as_uri()}?mode=ro"
+        if not wal.exists():
+            return f"{self.path.absolute().as_uri()}?immutable=1"
+        if self._copy is None:
+            self._copy = tempfile.TemporaryDirectory(prefix="tracer-")
+            try:
+                for source in (self.path, wal):
+                    shutil.copyfile(source, Path(self._copy.name, source.name))
+            except OSError as exc:
+                raise TraceError(f"{self.path}: cannot read ({exc.strerror})") from None
+        return f"{Path(self._copy.name, self.path.name).as_uri()}?mode=ro"
 
     # -- schema -----------------------------------------------------------------------
 
@@ -275,6 +297,9 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None
 
 
 def _check_existing(path: Path) -> None:
