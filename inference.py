@@ -8,7 +8,11 @@ Exit codes: 0 every episode ran to its end, 1 an episode was cut short, 2 config
 
 import sys
 
-from tracer.runner import main
+from tracer.signals import hold_until_exit
+
+hold_until_exit()  # before the imports that take seconds: a signal then waits for an episode
+
+from tracer.runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,12 +11,12 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.recorder import Recorder
+from tracer.signals import SIGNALS, Interrupted  # noqa: F401  (callers import them from here)
 from tracer.store import now
 from validator.grammar import EndLine, StartLine, StepLine
 
@@ -27,14 +27,6 @@ SYSTEM_PROMPT = (
 )
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived; the episode ends at once, but still prints its [END]."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
-
-
 class StopEpisode(BaseException):
     """Raised by a replay seam to end the episode as failed, with this message.
 
@@ -43,58 +35,6 @@ class StopEpisode(BaseException):
     """
 
 
-class SignalGate:
-    """Turns the first SIGTERM/SIGINT into ``Interrupted``, but never inside ``hold()``.
-
-    Recording a line and printing it happen under ``hold()``, so an interrupt cannot land
-    between them: whatever reached stdout is also in the database. A whole episode runs
-    under ``hold()`` with only its work under ``release()``, so a signal while it ends waits
-    for its [END] line and the episode's row.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.depth = 0
-        self.fired = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.fired:  # later signals must not cut the [END] line short
-            return
-        self.fired = True
-        if self.depth:
-            self.pending = signum
-        else:
-            raise Interrupted(signum)
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        depth = self.depth  # restored, not decremented: right even if a signal cut in
-        self.depth = depth + 1
-        try:
-            yield
-        finally:
-            self.depth = depth
-            if not self.depth and self.pending is not None:
-                signum, self.pending = self.pending, None
-                raise Interrupted(signum)
-
-    @contextmanager
-    def release(self) -> Iterator[None]:
-        """Let signals through again inside ``hold()``; one that waited is raised at once."""
-        depth, self.depth = self.depth, 0
-        try:
-            if self.pending is not None:
-                signum, self.pending = self.pending, None
-                raise Interrupted(signum)
-            yield
-        finally:
-            self.depth = depth
-
-
-SIGNALS = SignalGate()
 
 
 class ActionError(Exception):
@@ -256,7 +196,9 @@ def run_episode(
     # A signal that arrives once the work is over (closing the env, the [END]) waits for the
     # episode's end: raised by hold() after it, it stops the run, not this [END].
     with SIGNALS.hold():
-        return _run_episode(settings, llm, open_env, action_schema, recorder, emit, position)
+        outcome = _run_episode(settings, llm, open_env, action_schema, recorder, emit, position)
+    SIGNALS.raise_pending()  # even inside an outer hold (inference.py's): the run stops here
+    return outcome
 
 
 def _run_episode(
@@ -285,8 +227,10 @@ def _run_episode(
                            model=settings.model, reset_args=settings.reset_args)
     env = None
     try:
+        # [START] is printed held: a signal that came before it (or meanwhile) ends the work
+        # at once, and the [END] follows a [START].
+        say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
         with SIGNALS.release():
-            say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
             env = open_env()
             t0 = time.perf_counter()
             result = env.reset(**settings.reset_args)

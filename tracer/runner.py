@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -126,14 +125,24 @@ def llm_client(config: Config, recorder: Recorder, transport: httpx.BaseTranspor
 
 @contextmanager
 def signals_end_episodes() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGINT into ``Interrupted``; later ones wait for the [END]."""
-    SIGNALS.reset()
-    previous = {sig: signal.signal(sig, SIGNALS.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    """Hold SIGTERM/SIGINT through the run: only an episode's work lets the first one through.
+
+    One that comes while the run starts ends the first episode at once (after its [START]);
+    one after the last [END], while the run tears down, changes nothing and is said on stderr.
+    ``inference.py`` installed the handler before its imports; other callers get it here.
+    """
+    previous = None if SIGNALS.installed else SIGNALS.install()
+    depth = SIGNALS.depth
+    SIGNALS.depth = depth + 1
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        SIGNALS.depth = depth
+        if SIGNALS.pending is not None:
+            note(f"signal {SIGNALS.pending} came after the last [END]: the run had ended")
+            SIGNALS.pending = None
+        if previous is not None:
+            SIGNALS.uninstall(previous)
 
 
 def settings_for(config: Config, task: str) -> Settings:
@@ -156,7 +165,7 @@ def run(config: Config) -> int:
         return 2
     recorder = Recorder(store, secrets)
     status, exit_code = "completed", 0
-    with ExitStack() as stack, signals_end_episodes():
+    with signals_end_episodes(), ExitStack() as stack:  # the stack closes held
         try:
             if config.uses_standin:
                 from tracer.servers import BackgroundServer
