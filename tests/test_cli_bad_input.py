@@ -99,3 +99,34 @@ def test_importing_into_someone_elses_database_leaves_it_as_it_was(db, tmp_path)
     assert_one_line_error(run_cli(theirs, "import", str(tmp_path / "all.jsonl")),
                           f"Error: {theirs}: not a trace database (no tracer schema)")
     assert snapshot(theirs) == before
+
+
+def test_a_run_id_that_is_not_utf8_is_no_such_run(db):
+    # A shell passes bytes; Python hands on what is not UTF-8 as surrogate escapes.
+    for args in (["show", "\udcff\udcfe"], ["export", "\udcff"], ["diff", "latest", "\udcff"]):
+        assert_one_line_error(run_cli(db, *args), "no run '\\xff")
+
+
+def test_a_limit_beyond_64_bits_lists_every_run(db):
+    result = run_cli(db, "list", "--json", "--limit", str(2**64))
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 2
+
+
+def test_an_in_memory_database_is_refused_since_it_keeps_nothing(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    assert_one_line_error(run_cli(":memory:", "import", str(tmp_path / "all.jsonl")),
+                          "Error: :memory:: SQLite's in-memory database keeps nothing")
+
+
+def test_stdout_on_a_full_disk_is_one_line_and_exit_2(db, tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["export", "--all"], ["list"], ["show", "latest"]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()",
+                                     *args, "--db", str(db)], stdout=full, stderr=subprocess.PIPE,
+                                    text=True)
+        assert (result.returncode, result.stderr) == (
+            2, "Error: cannot write stdout (No space left on device)\n"), args

@@ -130,7 +130,15 @@ def out(text: str = "", **kwargs: Any) -> None:
     """Echo text with any secret from the environment blanked (the store already redacts)."""
     for secret in secrets():
         text = text.replace(secret, "[REDACTED]")
-    click.echo(text, **kwargs)
+    if "file" in kwargs:
+        return click.echo(text, **kwargs)
+    try:
+        click.echo(text, **kwargs)
+    except BrokenPipeError:
+        raise  # the reader went away: TracerGroup stops quietly
+    except OSError as exc:  # a full disk: say so once, and spare Python's flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail(f"cannot write stdout ({exc.strerror})")  # about stdout, not the database
 
 
 def out_json(value: Any) -> None:

@@ -98,6 +98,9 @@ class Config:
                 raise ConfigError(f"{name}: must be at least {minimum}, got {value!r}")
             if maximum is not None and value > maximum:
                 raise ConfigError(f"{name}: must be at most {maximum:,}, got {value!r}")
+        if self.trace and self.trace_db == ":memory:":
+            raise ConfigError(f"{'TRACE_DB' if by_variable else 'trace_db'}: ':memory:' is SQLite's "
+                              "in-memory database, which keeps nothing; give a file, or TRACE=off")
         for field_name, variable in _NAMES.items():
             values = getattr(self, field_name)
             for value in values if isinstance(values, tuple) else (values,):

@@ -110,6 +110,8 @@ class Store:
 
         An existing file (``create=False``) is opened read-only, so reading it changes
         nothing, not even a WAL left by a killed writer; the first write reopens it."""
+        if str(path) == ":memory:":
+            raise TraceError(f"{path}: SQLite's in-memory database keeps nothing; give a file")
         self.path = Path(path)
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._insert_sql: dict[tuple, str] = {}
