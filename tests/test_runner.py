@@ -176,6 +176,39 @@ def test_a_placeholder_key_too_short_to_be_a_secret_changes_nothing_and_is_named
     assert exported.exit_code == 0 and "[REDACTED]" not in exported.stdout
 
 
+@pytest.mark.parametrize("body, media_type, message", [
+    ('{"id": "x", "object": "chat.completion", "choices": []}', "application/json",
+     "the LLM answered with no choices"),
+    ("<html><body>Service starting</body></html>", "text/html",
+     "the LLM's answer is not a chat completion: '<html><body>Service starting</body></html>'"),
+])
+def test_an_answer_that_is_no_completion_ends_the_episode_with_a_clear_error(
+        tmp_path, capsys, body, media_type, message):
+    from fastapi import FastAPI, Response
+
+    from tracer.servers import BackgroundServer
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: Response(body, media_type=media_type))
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=2))
+    lines, err = log_of(capsys)
+    assert code == 1 and [line.kind for line in lines] == ["START", "END"]
+    assert f"stopped: {message}" in err
+    (episode,) = sqlite_utils.Database(tmp_path / "traces.db")["episodes"].rows
+    assert episode["error"] == message
+
+
+def test_a_hung_env_step_ends_the_episode_naming_the_step_and_the_wait(tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr("tracer.agent.ENV_TIMEOUT_S", 0.3)
+    with scripted_env(delay_s=1.5) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=2))
+    lines, err = log_of(capsys)
+    assert code == 1 and [line.kind for line in lines] == ["START", "END"]
+    assert "stopped: env step 1 got no answer within 0.3 s" in err
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

@@ -37,12 +37,19 @@ class StopEpisode(BaseException):
 
 
 
+ENV_TIMEOUT_S = 60.0  # how long the env client waits for an answer to a reset or a step
+
+
 class ActionError(Exception):
     """A completion that cannot be turned into an action for this environment."""
 
 
 class EnvError(Exception):
     """An env answer the protocol cannot carry (a reward that is not a finite number, ...)."""
+
+
+class LLMError(Exception):
+    """An LLM answer that holds no completion (no choices, an HTML page, ...)."""
 
 
 def text_field(action_schema: dict | None) -> str | None:
@@ -162,6 +169,10 @@ def complete(llm: Any, settings: Settings, messages: list[dict]) -> str:
                 parts.append(chunk.choices[0].delta.content)
         return "".join(parts).strip()
     completion = llm.chat.completions.create(**params)
+    if not hasattr(completion, "choices"):  # the client hands on a body that is not JSON as is
+        raise LLMError(f"the LLM's answer is not a chat completion: {str(completion)[:80]!r}")
+    if not completion.choices:
+        raise LLMError("the LLM answered with no choices")
     return (completion.choices[0].message.content or "").strip()
 
 
@@ -233,7 +244,7 @@ def _run_episode(
         with SIGNALS.release():
             env = open_env()
             t0 = time.perf_counter()
-            result = env.reset(**settings.reset_args)
+            result = _answer(env.reset, "env reset", **settings.reset_args)
             outcome.reset_observation = result.observation
             recorder.update_episode(reset_observation=_payload(result),
                                     reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
@@ -249,7 +260,7 @@ def _run_episode(
                 text = complete(llm, settings, messages)
                 action, action_text = action_from_completion(text, schema)
                 started = time.perf_counter()
-                result = env.step(action)
+                result = _answer(env.step, f"env step {step}", action)
                 latency_ms = round((time.perf_counter() - started) * 1000, 3)
                 reward = float(result.reward or 0.0)
                 if not math.isfinite(reward):  # Python's json sends and reads NaN and Infinity
@@ -273,7 +284,7 @@ def _run_episode(
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
     except (StopEpisode, Exception) as exc:
-        message = str(exc) if isinstance(exc, (StopEpisode, EnvError)) else _describe(exc)
+        message = str(exc) if isinstance(exc, (StopEpisode, EnvError, LLMError)) else _describe(exc)
         outcome.status, outcome.error = "failed", recorder.redact(message)
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     finally:
@@ -293,6 +304,14 @@ def _run_episode(
             error=outcome.error,
         )
     return outcome
+
+
+def _answer(call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """Return ``call(...)``; a hung env is an env error naming the call and the wait."""
+    try:
+        return call(*args, **kwargs)
+    except TimeoutError:  # the client's bare asyncio timeout
+        raise EnvError(f"{what} got no answer within {ENV_TIMEOUT_S:g} s") from None
 
 
 def _payload(result: Any) -> dict:

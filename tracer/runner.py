@@ -94,8 +94,11 @@ class EnvProvider:
         import_openenv()
         from openenv.core.generic_client import GenericEnvClient
 
+        from tracer import agent
+
         self._start()
-        client = GenericEnvClient(base_url=self.base_url).sync()
+        client = GenericEnvClient(base_url=self.base_url,
+                                  message_timeout_s=agent.ENV_TIMEOUT_S).sync()
         client.connect()
         return client
 
