@@ -81,6 +81,7 @@ def test_a_stream_whose_events_span_several_data_lines_is_read_and_stored_redact
             chunk = {"object": "chat.completion.chunk",
                      "choices": [{"index": 0, "delta": {"content": reply[i:i + 3]}}]}
             yield json.dumps(chunk).replace(', "choices"', ',\ndata: "choices"')
+        yield json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         yield "[DONE]"
 
     app = FastAPI()
@@ -95,7 +96,7 @@ def test_a_stream_whose_events_span_several_data_lines_is_read_and_stored_redact
     (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
     from openai._streaming import SSEDecoder  # how the client reads it back (and replay serves it)
 
-    said = "".join(json.loads(event.data)["choices"][0]["delta"]["content"]
+    said = "".join(json.loads(event.data)["choices"][0]["delta"].get("content", "")
                    for event in SSEDecoder().iter_bytes(iter([call["response"].encode()]))
                    if event.data != "[DONE]")
     assert said == "my key is [REDACTED]"
@@ -207,6 +208,30 @@ def test_a_hung_env_step_ends_the_episode_naming_the_step_and_the_wait(tmp_path,
     lines, err = log_of(capsys)
     assert code == 1 and [line.kind for line in lines] == ["START", "END"]
     assert "stopped: env step 1 got no answer within 0.3 s" in err
+
+
+def test_a_stream_cut_before_its_end_is_an_error_not_an_action(tmp_path, capsys):
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from tracer.servers import BackgroundServer
+
+    def cut():  # the connection drops after two chunks: no finish_reason, no [DONE]
+        for piece in ("Half a", " sent"):
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: StreamingResponse(cut(), media_type="text/event-stream"))
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=2,
+                          stream=True))
+    lines, err = log_of(capsys)
+    assert code == 1 and [line.kind for line in lines] == ["START", "END"]
+    assert "stopped: the LLM's stream ended before its last chunk" in err
+    (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    assert call["error"] == "the stream ended before data: [DONE]"
 
 
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):

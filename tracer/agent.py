@@ -163,10 +163,14 @@ def complete(llm: Any, settings: Settings, messages: list[dict]) -> str:
     params = dict(model=settings.model, messages=messages, temperature=settings.temperature,
                   max_tokens=settings.max_tokens, stream=settings.stream)
     if settings.stream:
-        parts = []
+        parts, finished = [], False
         for chunk in llm.chat.completions.create(**params):
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
+            finished = finished or bool(chunk.choices and chunk.choices[0].finish_reason)
+        if not finished:  # the connection dropped: what came is not the whole completion
+            raise LLMError("the LLM's stream ended before its last chunk (none had a "
+                           "finish_reason): the completion is cut short")
         return "".join(parts).strip()
     completion = llm.chat.completions.create(**params)
     if not hasattr(completion, "choices"):  # the client hands on a body that is not JSON as is

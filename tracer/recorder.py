@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
-from tracer.sse import redact_stream
+from tracer.sse import is_finished, redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
@@ -137,6 +137,14 @@ class Recorder:
                       else exchange.response),
             stream=int(exchange.stream),
             latency_ms=round(exchange.latency_ms, 3),
-            error=exchange.error,
+            error=exchange.error or _unfinished(exchange),
             started_at=exchange.started_at,
         )))
+
+
+def _unfinished(exchange: Exchange) -> str | None:
+    """Return why a successful stream is incomplete: it ended before ``data: [DONE]``."""
+    if exchange.stream and exchange.status_code == 200 and isinstance(exchange.response, str) \
+            and not is_finished(exchange.response):
+        return "the stream ended before data: [DONE]"
+    return None

@@ -49,6 +49,12 @@ def data_events(text: str) -> Iterator[tuple[list[int], dict[str, Any]]]:
             yield lines, chunk
 
 
+def is_finished(text: str) -> bool:
+    """Return whether a stream ends with its ``[DONE]`` event, as a whole stream does."""
+    data = [data for _, data in events(_LINE_END.split(text))]
+    return bool(data) and data[-1].strip() == "[DONE]"
+
+
 def content_deltas(chunk: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Yield the ``delta`` objects of a chunk's choices that carry text ``content``."""
     for choice in chunk.get("choices") or []:
