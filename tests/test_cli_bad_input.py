@@ -130,3 +130,27 @@ def test_stdout_on_a_full_disk_is_one_line_and_exit_2(db, tmp_path):
                                     text=True)
         assert (result.returncode, result.stderr) == (
             2, "Error: cannot write stdout (No space left on device)\n"), args
+
+
+def test_a_database_path_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    (tmp_path / "x.jsonl").write_text("")
+    for args in (["list", "--db", str(fifo)], ["import", "x.jsonl", "--db", str(fifo)],
+                 ["import", "/dev/zero", "--db", str(tmp_path / "new.db")]):
+        result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()", *args],
+                                capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "not a regular file" in result.stderr, result.stderr
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_an_import_line_nested_too_deeply_is_one_line(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    assert_one_line_error(run_cli(tmp_path / "new.db", "import", str(deep)),
+                          f"Error: {deep}:1: not JSON (nested too deeply)")

@@ -8,6 +8,7 @@ line first and writing everything in one transaction, so a bad file leaves the d
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -204,6 +205,9 @@ class ImportResult:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Return every record of a jsonl export, or raise ``TraceError`` at the first bad line."""
     path = Path(path)
+    mode = path.stat().st_mode if path.exists() else 0
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):  # /dev/zero never ends; a FIFO or pipe does
+        raise TraceError(f"{path}: not a regular file (a device), not a jsonl export")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -218,9 +222,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
+            problem = schema_error(record) or _out_of_range(record)
         except ValueError as exc:
             raise TraceError(f"{path}:{number}: not JSON ({exc})") from None
-        problem = schema_error(record) or _out_of_range(record)
+        except RecursionError:
+            raise TraceError(f"{path}:{number}: not JSON (nested too deeply)") from None
         if problem:
             raise TraceError(f"{path}:{number}: {problem}")
         key = (record["run"]["id"], record["position"])

@@ -118,6 +118,8 @@ class Store:
         self._copy: tempfile.TemporaryDirectory | None = None  # see _read_only_uri
         if not create:
             _check_existing(self.path)
+        elif self.path.exists() and not self.path.is_file():  # a FIFO would hang, a dir fail
+            _check_existing(self.path)
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +311,8 @@ def _check_existing(path: Path) -> None:
         raise TraceError(f"{path}: no such trace database")
     if path.is_dir():
         raise TraceError(f"{path}: is a directory, not a trace database")
+    if not path.is_file():  # reading a FIFO would wait for a writer forever
+        raise TraceError(f"{path}: not a regular file, not a trace database")
     try:
         with open(path, "rb") as f:
             header = f.read(16)
