@@ -12,7 +12,7 @@ from tracer.signals import hold_until_exit
 
 hold_until_exit()  # before the imports that take seconds: a signal then waits for an episode
 
-from tracer.runner import main  # noqa: E402
+from tracer.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

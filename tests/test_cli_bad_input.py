@@ -127,7 +127,7 @@ def test_stdout_on_a_full_disk_is_one_line_and_exit_2(db, tmp_path):
         with open("/dev/full", "w") as full:
             result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()",
                                      *args, "--db", str(db)], stdout=full, stderr=subprocess.PIPE,
-                                    text=True)
+                                    text=True, check=False)
         assert (result.returncode, result.stderr) == (
             2, "Error: cannot write stdout (No space left on device)\n"), args
 
@@ -143,7 +143,8 @@ def test_a_database_path_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp
     for args in (["list", "--db", str(fifo)], ["import", "x.jsonl", "--db", str(fifo)],
                  ["import", "/dev/zero", "--db", str(tmp_path / "new.db")]):
         result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()", *args],
-                                capture_output=True, text=True, timeout=30, cwd=tmp_path)
+                                capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                check=False)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
         assert "not a regular file" in result.stderr, result.stderr
     assert not (tmp_path / "new.db").exists()

@@ -132,7 +132,9 @@ def test_closed_stdout_stops_the_run_quietly_and_records_it(started):
 
 def handles(pid: int, signum: int) -> bool:
     """Return whether process ``pid`` has a handler for ``signum`` (Linux: SigCgt)."""
-    status = open(f"/proc/{pid}/status").read()
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status").read_text()
     caught = int(status.split("SigCgt:")[1].split()[0], 16)
     return bool(caught >> (signum - 1) & 1)
 

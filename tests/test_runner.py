@@ -291,8 +291,8 @@ def test_trace_off_records_nothing(tmp_path, capsys):
     ("TEMPERATURE", "nan", "TEMPERATURE: expected a finite number"),
     ("TEMPERATURE", "inf", "TEMPERATURE: expected a finite number"),
     ("MAX_TOKENS", "1" + "0" * 400, "MAX_TOKENS: must be at most 1,000,000"),
-    ("TRACE_DB", ":memory:", "TRACE_DB: ':memory:' is SQLite's in-memory database, which keeps "
-                             "nothing; give a file, or TRACE=off"),
+    ("TRACE_DB", ":memory:", ("TRACE_DB: ':memory:' is SQLite's in-memory database, which keeps "
+                              "nothing; give a file, or TRACE=off")),
 ])
 def test_configuration_errors_exit_2_naming_the_variable(variable, value, message, capsys):
     assert main({variable: value}) == 2

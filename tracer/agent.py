@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.recorder import Recorder
-from tracer.signals import SIGNALS, Interrupted  # noqa: F401  (callers import them from here)
+from tracer.signals import SIGNALS, Interrupted  # callers may import them from here too
 from tracer.store import now
 from validator.grammar import EndLine, StartLine, StepLine
 

@@ -310,11 +310,7 @@ def _output(path: str | None) -> Iterator[Any]:
         raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
     target = f"{path}.partial" if whole_file else path
     try:
-        f = open(target, "w", encoding="utf-8")
-    except OSError as exc:  # a missing directory, no permission
-        raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
-    try:
-        with f:
+        with open(target, "w", encoding="utf-8") as f:
             yield lambda line: out(line, file=f)
         if whole_file:
             os.replace(target, path)
@@ -322,7 +318,7 @@ def _output(path: str | None) -> Iterator[Any]:
         if whole_file:
             with suppress(OSError):
                 os.unlink(target)
-        if isinstance(exc, OSError):  # a full disk or device, a reader that went away
+        if isinstance(exc, OSError):  # no directory or permission, a full disk or device, ...
             raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
         raise
 

@@ -29,7 +29,7 @@ def events(parts: list[str]) -> Iterator[tuple[list[int], str]]:
         name, _, value = line.partition(":")
         if name == "data":
             lines.append(index)
-            values.append(value[1:] if value.startswith(" ") else value)
+            values.append(value.removeprefix(" "))
     if lines:
         yield lines, "\n".join(values)
 

@@ -116,9 +116,8 @@ class Store:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._insert_sql: dict[tuple, str] = {}
         self._copy: tempfile.TemporaryDirectory | None = None  # see _read_only_uri
-        if not create:
-            _check_existing(self.path)
-        elif self.path.exists() and not self.path.is_file():  # a FIFO would hang, a dir fail
+        # To write, an existing path must be a file too: SQLite would wait on a FIFO forever.
+        if not create or (self.path.exists() and not self.path.is_file()):
             _check_existing(self.path)
         else:
             try:
