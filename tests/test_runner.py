@@ -318,8 +318,12 @@ def test_a_full_disk_on_stdout_stops_the_run_in_one_line(tmp_path, capsys, monke
         monkeypatch.undo()
     err = capsys.readouterr().err
     assert code == 1 and "cannot write stdout (No space left on device)" in err
-    (run_row,) = sqlite_utils.Database(tmp_path / "traces.db")["runs"].rows
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run_row,) = db["runs"].rows
     assert run_row["status"] == "interrupted"
+    assert db["lines"].count == 0  # `lines` holds what was printed: nothing was
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "interrupted" and episode["ended_at"]
 
 
 def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):

@@ -27,6 +27,16 @@ SYSTEM_PROMPT = (
 )
 
 
+class StdoutFailed(Interrupted):
+    """stdout takes no more lines: its reader went away (``| head -1``), or a full disk.
+
+    Raised by the ``emit`` seam; the line it could not print is not recorded as printed."""
+
+    def __init__(self, why: str) -> None:
+        BaseException.__init__(self, f"cannot write stdout ({why})")
+        self.signum = 0
+
+
 class StopEpisode(BaseException):
     """Raised by a replay seam to end the episode as failed, with this message.
 
@@ -152,6 +162,7 @@ class Outcome:
     success: bool = False
     score: float = 0.0
     lines: list[str] = field(default_factory=list)
+    stdout_failed: bool = False
 
     @property
     def rewards(self) -> list[float]:
@@ -230,13 +241,20 @@ def _run_episode(
     def say(line: StartLine | StepLine | EndLine, **step: Any) -> None:
         """Record and print a line (with its step's row) so that both or neither happen."""
         text = recorder.redact(line.format())
-        outcome.lines.append(text)
+        if outcome.stdout_failed:  # nothing reaches stdout any more (the [END] after a failure)
+            return
         with SIGNALS.hold():
             if step:
                 recorder.record_step(text, **step)
             else:
                 recorder.record_line(text)
-            emit(text)
+            try:
+                emit(text)
+            except StdoutFailed:  # `lines` holds what was printed: this line was not
+                outcome.stdout_failed = True
+                recorder.unrecord_line()
+                raise
+            outcome.lines.append(text)
 
     recorder.start_episode(position, task=settings.task, benchmark=settings.benchmark,
                            model=settings.model, reset_args=settings.reset_args)

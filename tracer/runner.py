@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tracer.agent import SIGNALS, Interrupted, Settings, run_episode
+from tracer.agent import SIGNALS, Interrupted, Settings, StdoutFailed, run_episode
 from tracer.config import Config, ConfigError
 from tracer.recorder import Recorder
 from tracer.store import Store, TraceError, secrets_from_environ
@@ -23,14 +23,6 @@ LLM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 def note(message: str) -> None:
     """Print a diagnostic on stderr: stdout carries protocol lines only."""
     print(f"inference: {message}", file=sys.stderr, flush=True)
-
-
-class StdoutFailed(Interrupted):
-    """stdout takes no more lines: its reader went away (``| head -1``), or a full disk."""
-
-    def __init__(self, why: str) -> None:
-        BaseException.__init__(self, f"cannot write stdout ({why})")
-        self.signum = 0
 
 
 def emit(line: str) -> None:

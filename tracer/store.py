@@ -243,6 +243,11 @@ class Store:
                 ids.append(self.db.conn.execute(sql, [self.redact(v) for v in row.values()]).lastrowid)
         return ids
 
+    def delete_row(self, table: str, rowid: int) -> None:
+        """Delete one row (a line the recorder wrote, then could not print)."""
+        with self.transaction():
+            self.db.conn.execute(f"delete from [{table}] where [id] = ?", [rowid])
+
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         return self.insert_rows([(table, row)])[0]
 
