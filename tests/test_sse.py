@@ -104,3 +104,12 @@ def test_an_unparseable_stream_keeps_no_fragment_of_a_secret():
     kept = redacted(body)
     joined = "".join(line[5:].strip() for line in kept.splitlines())
     assert SECRET not in joined and SECRET[:half] not in kept
+
+
+def test_a_stream_partly_unparseable_keeps_no_fragment_of_a_secret_anywhere():
+    body = stream(*({"content": p} for p in pieces(f"my key is {SECRET}!", 8)))
+    # The last chunk's event runs into [DONE] (no blank line): it cannot be parsed, and the
+    # parsed chunks before it end with most of the key.
+    body = body.replace("\n\ndata: [DONE]", "\ndata: [DONE]")
+    kept = redacted(body)
+    assert all(SECRET[i:i + 8] not in kept for i in range(len(SECRET) - 7))

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 _LINE_END = re.compile(r"(\r\n|\r|\n)")  # SSE allows all three
+FRAGMENT = 8  # a piece of a secret this long is kept from no stream that cannot be parsed
 
 
 def events(parts: list[str]) -> Iterator[tuple[list[int], str]]:
@@ -85,10 +86,10 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     arguments...): where a secret remains, the redacted whole goes into the field's first
     piece and its other pieces are emptied, so the stream still parses to the redacted text.
     An event rewritten this way becomes one ``data:`` line. Events that are not JSON cannot
-    be read that way: if a secret shows when their data are put together, each of them is
-    replaced by ``data: [REDACTED]``; and if one still shows in all the stream's data put
-    together, nothing of the stream is kept but ``replacement``.
-    A stream that holds no secret is returned as it was.
+    be read that way, and other readers may put them together otherwise: a stream that has
+    any, and holds a piece of a secret (``FRAGMENT`` characters) in its data or its texts,
+    is not kept at all: only ``replacement`` is. So is one where a secret still shows when
+    all its data are put together. A stream that holds no secret is returned as it was.
     """
     secrets = [s for s in secrets if s]
     for secret in secrets:
@@ -102,21 +103,26 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     def leaks(value: str) -> bool:
         return any(secret in value for secret in secrets)
 
+    def holds_piece(value: str) -> bool:
+        return any(secret[i:i + FRAGMENT] in value
+                   for secret in secrets for i in range(max(len(secret) - FRAGMENT, 0) + 1))
+
     parts = _LINE_END.split(text)
     lines_of: dict[int, list[int]] = {}  # an event (its first data line) -> its data lines
     chunks: dict[int, dict[str, Any]] = {}  # an event -> its JSON object
     changed: dict[int, str] = {}  # an event -> its new data
-    unparsed: list[tuple[int, str]] = []  # events that are not JSON, and their data
+    unparsed = False  # whether an event (other than [DONE]) is not a JSON object
+    every_data: list[str] = []
     pieces: dict[tuple, list[tuple[int, Any, Any]]] = {}
     for lines, data in events(parts):
         lines_of[lines[0]] = lines
+        every_data.append(data.replace("\n", ""))
         try:
             chunk = json.loads(data)
         except ValueError:
             chunk = None
         if not isinstance(chunk, dict):
-            if data.strip() != "[DONE]":
-                unparsed.append((lines[0], data))
+            unparsed = unparsed or data.strip() != "[DONE]"
             continue
         chunks[lines[0]] = chunk
         for path, container, key, value in _texts(chunk):
@@ -126,16 +132,17 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
             if len(path) > 3 and path[0] == "choices" and path[2] == "delta":
                 # (choice index, field in its delta): the pieces of one text, in order.
                 pieces.setdefault((path[1], *path[3:]), []).append((lines[0], container, key))
-    for field_pieces in pieces.values():
-        whole = "".join(container[key] for _, container, key in field_pieces)
+    wholes = ["".join(container[key] for _, container, key in field_pieces)
+              for field_pieces in pieces.values()]
+    if unparsed and holds_piece("".join(every_data) + "\n".join(wholes)):
+        return replacement
+    for field_pieces, whole in zip(pieces.values(), wholes):
         if leaks(whole):
             for n, (event, container, key) in enumerate(field_pieces):
                 container[key] = redact(whole) if n == 0 else ""
                 changed[event] = ""
     for event in changed:
         changed[event] = json.dumps(chunks[event], ensure_ascii=False)
-    if leaks("".join(data.replace("\n", "") for _, data in unparsed)):
-        changed.update((event, replacement) for event, _ in unparsed)
     if not changed:
         return text
     for event, data in changed.items():
