@@ -234,6 +234,27 @@ def test_a_stream_cut_before_its_end_is_an_error_not_an_action(tmp_path, capsys)
     assert call["error"] == "the stream ended before data: [DONE]"
 
 
+def test_exports_of_an_observation_holding_nan_are_strict_json(tmp_path, capsys):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    with scripted_env({"observation": {"echoed_message": "x", "score": float("nan"),
+                                       "best": float("inf")}}) as env:
+        assert run(config(tmp_path, env_base_url=env.url, max_steps=1)) == 0
+    capsys.readouterr()
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+
+    db = str(tmp_path / "traces.db")
+    (record,) = [strict(line) for line in CliRunner().invoke(
+        cli, ["export", "latest", "--db", db]).stdout.splitlines()]
+    assert record["steps"][0]["observation"]["score"] == "NaN"
+    assert record["steps"][0]["observation"]["best"] == "Infinity"
+    strict(CliRunner().invoke(cli, ["show", "latest", "--json", "--db", db]).stdout)
+
+
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
     code = run(config(tmp_path, api_key=SECRET, api_base_url=f"http://127.0.0.1:{free_port()}/v1"))
     lines, err = log_of(capsys)

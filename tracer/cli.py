@@ -142,7 +142,9 @@ def out(text: str = "", **kwargs: Any) -> None:
 
 
 def out_json(value: Any) -> None:
-    out(json.dumps(value, ensure_ascii=False, indent=2))
+    from tracer.store import strict_json
+
+    out(strict_json(value, indent=2))
 
 
 def table(headers: list[str], body: Iterable[list[Any]]) -> None:
@@ -257,6 +259,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
     """Export RUN (or --all runs) as jsonl episodes, the stdout log, or SFT chat rows."""
     from tracer import export as exports
     from tracer import queries
+    from tracer.store import strict_json
 
     if bool(run) == all_runs:
         raise click.UsageError("give one RUN or --all")
@@ -271,7 +274,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
             else:
                 items = exports.episode_records(store, run_id)
             for item in items:
-                write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+                write(item if isinstance(item, str) else strict_json(item))
 
 
 def _not_the_database(output: str | None, db_path: str) -> None:

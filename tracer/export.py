@@ -114,6 +114,10 @@ def episode_records(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
         yield record
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _export_call(call: dict[str, Any]) -> dict[str, Any]:
     out = {k: call[k] for k in CALL_FIELDS}
     out["request"] = queries.decode(call["request"], "llm_calls", call["id"], "request")
@@ -121,7 +125,9 @@ def _export_call(call: dict[str, Any]) -> dict[str, Any]:
     # A JSON body is exported as JSON; a stream or non-JSON body as the exact text received.
     response = call["response"]
     try:
-        decoded = None if call["stream"] or response is None else json.loads(response)
+        # (a body with NaN, which JSON cannot carry, goes as its text: the export stays JSON)
+        decoded = None if call["stream"] or response is None else json.loads(
+            response, parse_constant=_not_json)
     except ValueError:
         decoded = None
     if isinstance(decoded, (dict, list)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import secrets as _secrets
 import shutil
@@ -89,6 +90,25 @@ def secrets_from_environ(environ: dict[str, str] | None = None, *,
 def dumps(value: Any) -> str:
     """Return compact JSON, keeping non-ASCII text readable."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """Return ``value`` as JSON any parser reads: NaN and infinities, which Python writes
+    bare (an env may send them), become the strings "NaN", "Infinity" and "-Infinity"."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+    except ValueError:  # rare: walk the value only then
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
