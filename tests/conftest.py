@@ -60,9 +60,10 @@ def echo_env_server():
         yield server
 
 
-def scripted_env(*answers: dict, delay_s: float = 0.0):
+def scripted_env(*answers: dict, reset: dict | None = None, delay_s: float = 0.0):
     """An env server (OpenEnv's websocket protocol, written with Python's ``json`` as any server
     may be) whose steps answer ``answers`` in turn, then echo forever; ``delay_s`` before each.
+    ``reset`` updates its answer to a reset.
 
     Each answer updates the echo env's usual one (``{"observation", "reward", "done"}``), so
     a test can send what openenv-core's own server never does: ``NaN``, ``"done": "false"``.
@@ -87,7 +88,8 @@ def scripted_env(*answers: dict, delay_s: float = 0.0):
             message = json.loads(await websocket.receive_text())
             if message["type"] == "close":
                 return
-            data = {"observation": {"echoed_message": "ready"}, "reward": 0.0, "done": False}
+            data = {"observation": {"echoed_message": "ready"}, "reward": 0.0, "done": False,
+                    **(reset or {})}
             if message["type"] == "step":
                 text = message["data"].get("message", "")
                 data = {"observation": {"echoed_message": text}, "reward": 0.1, "done": False}

@@ -153,6 +153,11 @@ def test_done_that_is_not_a_boolean_is_an_env_error_not_the_end(tmp_path, capsys
     lines, err = log_of(capsys)
     assert code == 1 and [line.kind for line in lines] == ["START", "END"]
     assert "env step 1 returned done='false' (a str), not true or false" in err
+    with scripted_env(reset={"done": "false"}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 1 and [line.kind for line in lines] == ["START", "END"]
+    assert "env reset returned done='false' (a str), not true or false" in err
 
 
 @pytest.mark.parametrize("placeholder", ["e", "Step"])

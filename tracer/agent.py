@@ -267,6 +267,7 @@ def _run_episode(
             env = open_env()
             t0 = time.perf_counter()
             result = _answer(env.reset, "env reset", **settings.reset_args)
+            _check_done(result.done, "env reset")
             outcome.reset_observation = result.observation
             recorder.update_episode(reset_observation=_payload(result),
                                     reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
@@ -287,9 +288,7 @@ def _run_episode(
                 reward = float(result.reward or 0.0)
                 if not math.isfinite(reward):  # Python's json sends and reads NaN and Infinity
                     raise EnvError(f"env step {step} returned a non-finite reward ({reward})")
-                if not isinstance(result.done, (bool, type(None))):  # bool("false") is True
-                    raise EnvError(f"env step {step} returned done={result.done!r} "
-                                   f"(a {type(result.done).__name__}), not true or false")
+                _check_done(result.done, f"env step {step}")
                 record = StepRecord(step, action, action_text, result.observation, reward,
                                     bool(result.done), last_action_error(result.observation))
                 line = StepLine(step=step, action=action_text, reward=reward, done=record.done,
@@ -334,6 +333,13 @@ def _answer(call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> A
         return call(*args, **kwargs)
     except TimeoutError:  # the client's bare asyncio timeout
         raise EnvError(f"{what} got no answer within {ENV_TIMEOUT_S:g} s") from None
+
+
+def _check_done(done: Any, what: str) -> None:
+    """Raise ``EnvError`` unless ``done`` is a boolean (or missing): bool("false") is True."""
+    if not isinstance(done, (bool, type(None))):
+        raise EnvError(f"{what} returned done={done!r} (a {type(done).__name__}), "
+                       "not true or false")
 
 
 def _payload(result: Any) -> dict:
