@@ -12,7 +12,6 @@ on stderr and exit 2, in ``TracerGroup.invoke`` only. A new command is one decor
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
