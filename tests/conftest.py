@@ -31,6 +31,19 @@ def inference_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def unprivileged(cmd: list[str]) -> list[str]:
+    """Return ``cmd`` run as a user that file permissions apply to: root writes anywhere, so
+    as root it runs as nobody in a user namespace (or the test is skipped)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-U", "true"],
+                                                     check=False).returncode:
+        pytest.skip("no unprivileged user to run as")
+    return ["unshare", "-U", *cmd]
+
+
 def start_inference(tmp_path: Path, **overrides: str) -> subprocess.Popen:
     """Start ``python inference.py`` from tmp_path (so no stray .env is read)."""
     return subprocess.Popen(

@@ -12,6 +12,7 @@ import sqlite_utils
 from tests.conftest import SECRET, free_port, scripted_env
 from tracer.config import Config
 from tracer.runner import main, run
+from tracer.store import Store
 from validator.grammar import parse
 
 
@@ -350,6 +351,22 @@ def test_a_full_disk_on_stdout_stops_the_run_in_one_line(tmp_path, capsys, monke
     assert db["lines"].count == 0  # `lines` holds what was printed: nothing was
     (episode,) = db["episodes"].rows
     assert episode["status"] == "interrupted" and episode["ended_at"]
+
+
+def test_trace_db_that_cannot_be_written_is_a_configuration_error_too(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, inference_env, unprivileged
+
+    Store(tmp_path / "traces.db").close()
+    (tmp_path / "traces.db").chmod(0o444)
+    result = subprocess.run(unprivileged([sys.executable, str(ROOT / "inference.py")]),
+                            env=inference_env(tmp_path, MAX_STEPS="1"), cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert (f"configuration error: TRACE_DB={tmp_path / 'traces.db'}: cannot write (no "
+            "permission to write the file)") in result.stderr
 
 
 def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):

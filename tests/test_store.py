@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import unprivileged
 from tracer.store import Store, TraceError
 
 
@@ -57,18 +58,11 @@ def test_a_reader_sees_what_a_writer_commits_and_checkpoints_meanwhile(tmp_path)
 
 
 def test_a_wal_without_its_shm_in_a_read_only_directory_is_read_whole(tmp_path):
-    import os
-    import shutil
-
     killed = ("import os, sys; from tracer.store import Store; "
               "Store(sys.argv[1]).start_run(); os._exit(0)")  # like kill -9: no close, WAL left
     subprocess.run([sys.executable, "-c", killed, str(tmp_path / "t.db")], check=True)
     (tmp_path / "t.db-shm").unlink()  # copied or unpacked without it
-    as_reader = [sys.executable, "-c", "from tracer.cli import cli; cli()"]
-    if os.geteuid() == 0:  # root writes anywhere: read as nobody, in a user namespace
-        if not shutil.which("unshare") or subprocess.run(["unshare", "-U", "true"], check=False).returncode:
-            pytest.skip("no unprivileged user to read as")
-        as_reader = ["unshare", "-U", *as_reader]
+    as_reader = unprivileged([sys.executable, "-c", "from tracer.cli import cli; cli()"])
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     tmp_path.chmod(0o555)
     try:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -156,7 +157,8 @@ def run(config: Config) -> int:
     try:
         store = Store(config.trace_db, secrets=secrets) if config.trace else None
     except (TraceError, OSError, sqlite3.Error) as exc:
-        note(f"configuration error: TRACE_DB={config.trace_db}: {exc}")
+        message = str(exc).removeprefix(f"{Path(config.trace_db)}: ")  # named once
+        note(f"configuration error: TRACE_DB={config.trace_db}: {message}")
         return 2
     recorder = Recorder(store, secrets)
     status, exit_code = "completed", 0

@@ -165,6 +165,9 @@ class Store:
         options = dict(isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                        check_same_thread=False)
         if writable:
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                # SQLite would open it read-only without a word, and fail at the first write
+                raise TraceError(f"{self.path}: cannot write (no permission to write the file)")
             conn = sqlite3.connect(self.path, **options)
         else:
             conn = sqlite3.connect(self._read_only_uri(), uri=True, **options)
