@@ -11,6 +11,10 @@ then 1), 128 + signal number on SIGTERM/SIGINT, 1 stdout closed or an unexpected
 
 import sys
 
+from tracer.signals import hold_until_exit
+
+hold_until_exit()  # before the imports that take seconds: a signal then waits for an episode
+
 from tracer.runner import main
 
 if __name__ == "__main__":

@@ -124,6 +124,37 @@ def main() -> None:
         print(f"hostile {args.hostile_mb} MB line: rejected in {hostile_s:.2f} s "
               f"(exit {done.returncode}): {first}")
 
+        # A line made of nothing but [STEP] separators: each one a match to count, none to keep.
+        separators = Path(tmp) / "separators.log"
+        unit = b" reward=0.00 done=false error="
+        body = unit * (args.hostile_mb * 1024 * 1024 // len(unit))
+        separators.write_bytes(b"[START] task=t env=e model=m\n[STEP] step=1 action=a" + body
+                               + b"null\n[END] success=true steps=1 score=0.000 rewards=0.00\n")
+        started = time.perf_counter()
+        code, line_mb = peak_rss(validator + ["check", str(separators)], env)
+        separators_s = time.perf_counter() - started
+        _, help_mb = peak_rss(validator + ["--help"], env)
+        print(f"{args.hostile_mb} MB line of {len(body) // len(unit):,} separators: rejected in "
+              f"{separators_s:.2f} s (exit {code}), peak RSS {line_mb:.0f} MB = "
+              f"{line_mb / help_mb:.1f}x validator --help ({help_mb:.0f} MB); bound 100 MB: "
+              f"{'met' if line_mb <= 100 else 'MISSED'}")
+
+
+_PEAK = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+         "stderr=subprocess.DEVNULL); _, status, use = os.wait4(p.pid, 0); "
+         "print(os.waitstatus_to_exitcode(status), use.ru_maxrss)")
+
+
+def peak_rss(cmd: list[str], env: dict) -> tuple[int, float]:
+    """Run ``cmd``; return its exit status and its own peak RSS in MB.
+
+    Started from a small Python process: a child's peak RSS counts its parent's at the fork,
+    and this script's own is large."""
+    done = subprocess.run([sys.executable, "-c", _PEAK, *cmd], env=env, capture_output=True,
+                          text=True, check=True)
+    code, kb = done.stdout.split()
+    return int(code), int(kb) / 1024
+
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,19 @@ def inference_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def unprivileged(cmd: list[str]) -> list[str]:
+    """Return ``cmd`` run as a user that file permissions apply to: root writes anywhere, so
+    as root it runs as nobody in a user namespace (or the test is skipped)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-U", "true"],
+                                                     check=False).returncode:
+        pytest.skip("no unprivileged user to run as")
+    return ["unshare", "-U", *cmd]
+
+
 def start_inference(tmp_path: Path, **overrides: str) -> subprocess.Popen:
     """Start ``python inference.py`` from tmp_path (so no stray .env is read)."""
     return subprocess.Popen(
@@ -58,3 +71,46 @@ def echo_env_server():
 
     with BackgroundServer(create_echo_app(), "test env") as server:
         yield server
+
+
+def scripted_env(*answers: dict, reset: dict | None = None, delay_s: float = 0.0):
+    """An env server (OpenEnv's websocket protocol, written with Python's ``json`` as any server
+    may be) whose steps answer ``answers`` in turn, then echo forever; ``delay_s`` before each.
+    ``reset`` updates its answer to a reset.
+
+    Each answer updates the echo env's usual one (``{"observation", "reward", "done"}``), so
+    a test can send what openenv-core's own server never does: ``NaN``, ``"done": "false"``.
+    """
+    import asyncio
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    from tracer.servers import BackgroundServer
+
+    async def schema(request) -> JSONResponse:
+        return JSONResponse({"action": {"properties": {"message": {"type": "string"}},
+                                        "required": ["message"]}})
+
+    async def session(websocket) -> None:
+        await websocket.accept()
+        steps = 0
+        while True:
+            message = json.loads(await websocket.receive_text())
+            if message["type"] == "close":
+                return
+            data = {"observation": {"echoed_message": "ready"}, "reward": 0.0, "done": False,
+                    **(reset or {})}
+            if message["type"] == "step":
+                text = message["data"].get("message", "")
+                data = {"observation": {"echoed_message": text}, "reward": 0.1, "done": False}
+                steps += 1
+                if steps <= len(answers):
+                    data.update(answers[steps - 1])
+                await asyncio.sleep(delay_s)
+            await websocket.send_text(json.dumps({"type": "observation", "data": data}))
+
+    app = Starlette(routes=[Route("/schema", schema), WebSocketRoute("/ws", session)])
+    return BackgroundServer(app, "scripted env")

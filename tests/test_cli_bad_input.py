@@ -99,3 +99,59 @@ def test_importing_into_someone_elses_database_leaves_it_as_it_was(db, tmp_path)
     assert_one_line_error(run_cli(theirs, "import", str(tmp_path / "all.jsonl")),
                           f"Error: {theirs}: not a trace database (no tracer schema)")
     assert snapshot(theirs) == before
+
+
+def test_a_run_id_that_is_not_utf8_is_no_such_run(db):
+    # A shell passes bytes; Python hands on what is not UTF-8 as surrogate escapes.
+    for args in (["show", "\udcff\udcfe"], ["export", "\udcff"], ["diff", "latest", "\udcff"]):
+        assert_one_line_error(run_cli(db, *args), "no run '\\xff")
+
+
+def test_a_limit_beyond_64_bits_lists_every_run(db):
+    result = run_cli(db, "list", "--json", "--limit", str(2**64))
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 2
+
+
+def test_an_in_memory_database_is_refused_since_it_keeps_nothing(db, tmp_path):
+    (tmp_path / "all.jsonl").write_text(run_cli(db, "export", "--all").stdout)
+    assert_one_line_error(run_cli(":memory:", "import", str(tmp_path / "all.jsonl")),
+                          "Error: :memory:: SQLite's in-memory database keeps nothing")
+
+
+def test_stdout_on_a_full_disk_is_one_line_and_exit_2(db, tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["export", "--all"], ["list"], ["show", "latest"]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()",
+                                     *args, "--db", str(db)], stdout=full, stderr=subprocess.PIPE,
+                                    text=True, check=False)
+        assert (result.returncode, result.stderr) == (
+            2, "Error: cannot write stdout (No space left on device)\n"), args
+
+
+def test_a_database_path_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    (tmp_path / "x.jsonl").write_text("")
+    for args in (["list", "--db", str(fifo)], ["import", "x.jsonl", "--db", str(fifo)],
+                 ["import", "/dev/zero", "--db", str(tmp_path / "new.db")]):
+        result = subprocess.run([sys.executable, "-c", "from tracer.cli import cli; cli()", *args],
+                                capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                check=False)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "not a regular file" in result.stderr, result.stderr
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_an_import_line_nested_too_deeply_is_one_line(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    assert_one_line_error(run_cli(tmp_path / "new.db", "import", str(deep)),
+                          f"Error: {deep}:1: not JSON (nested too deeply)")

@@ -174,3 +174,44 @@ def test_line_separators_inside_texts_survive_a_round_trip(tmp_path):
     result = run_cli(tmp_path / "b.db", "import", str(exported))
     assert result.exit_code == 0, result.stderr
     assert run_cli(tmp_path / "b.db", "export", run_id).stdout == text
+
+
+def test_export_to_a_symlink_writes_its_target_and_keeps_the_link(db, tmp_path):
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert run_cli(db, "export", "latest", "-o", str(link)).exit_code == 0
+    assert link.is_symlink() and len(jsonl(target.read_text())) == 2
+
+
+def test_export_to_a_fifo_writes_through_it(db, tmp_path):
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = run_cli(db, "export", "latest", "-o", str(fifo))
+    reader.join(timeout=5)
+    if reader.is_alive():  # nothing was written to the FIFO: let the reader go
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert result.exit_code == 0 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert len(jsonl(received[0])) == 2
+
+
+def test_export_to_a_full_device_fails_in_one_line_and_keeps_the_device(db, tmp_path):
+    import os
+    import stat
+
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # what /dev/full is
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    result = run_cli(db, "export", "latest", "-o", str(full))
+    assert (result.exit_code, result.stderr) == (
+        2, f"Error: {full}: cannot write (No space left on device)\n")
+    assert stat.S_ISCHR(os.lstat(full).st_mode)

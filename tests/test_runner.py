@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from tests.conftest import SECRET, free_port
+from tests.conftest import SECRET, free_port, scripted_env
 from tracer.config import Config
 from tracer.runner import main, run
+from tracer.store import Store
 from validator.grammar import parse
 
 
@@ -65,6 +66,199 @@ def test_a_secret_inside_bodies_and_actions_is_redacted_everywhere(tmp_path, cap
     calls = list(sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows)
     assert [parse_response(c["response"], bool(c["stream"]))[0] for c in calls] == [
         "my key is [REDACTED]"] * 2
+
+
+def test_a_stream_whose_events_span_several_data_lines_is_read_and_stored_redacted(
+        tmp_path, capsys, monkeypatch):
+    from click.testing import CliRunner
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from tracer.cli import cli
+    from tracer.servers import BackgroundServer
+
+    def events():  # the key split across chunks, each chunk's JSON over two data: lines
+        for i in range(0, len(reply := f"my key is {SECRET}"), 3):
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": reply[i:i + 3]}}]}
+            yield json.dumps(chunk).replace(', "choices"', ',\ndata: "choices"')
+        yield json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        yield "[DONE]"
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: StreamingResponse(
+        (f"data: {event}\n\n" for event in events()), media_type="text/event-stream"))
+    monkeypatch.setenv("API_KEY", SECRET)
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=1,
+                          stream=True))
+    out, _ = capsys.readouterr()
+    assert code == 0 and "action=my key is [REDACTED]" in out
+    (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    from openai._streaming import SSEDecoder  # how the client reads it back (and replay serves it)
+
+    said = "".join(json.loads(event.data)["choices"][0]["delta"].get("content", "")
+                   for event in SSEDecoder().iter_bytes(iter([call["response"].encode()]))
+                   if event.data != "[DONE]")
+    assert said == "my key is [REDACTED]"
+    db = str(tmp_path / "traces.db")
+    shown = json.loads(CliRunner().invoke(cli, ["show", "latest", "--json", "--db", db]).stdout)
+    assert shown["episodes"][0]["steps"][0]["llm_calls"][0]["completion"] == "my key is [REDACTED]"
+    (row,) = [json.loads(line) for line in CliRunner().invoke(
+        cli, ["export", "latest", "--format", "messages", "--db", db]).stdout.splitlines()]
+    assert row["messages"][-1] == {"role": "assistant", "content": "my key is [REDACTED]"}
+
+
+def test_a_signal_while_the_episode_ends_still_prints_end_and_finishes_the_episode(
+        tmp_path, capsys, monkeypatch):
+    import signal
+    import time
+
+    from tracer import agent
+
+    def close_then_signalled(env, timeout_s=5.0):  # SIGTERM lands between the last [STEP] and [END]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return agent_close(env, timeout_s)
+
+    agent_close = agent.close_quietly
+    monkeypatch.setattr(agent, "close_quietly", close_then_signalled)
+    code = run(config(tmp_path, max_steps=2, tasks=("a", "b")))
+    lines, err = log_of(capsys)
+    assert code == 128 + signal.SIGTERM and "interrupted by signal" in err
+    assert [line.kind for line in lines] == ["START", "STEP", "STEP", "END"]
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "completed" and episode["ended_at"]
+    assert [run["status"] for run in db["runs"].rows] == ["interrupted"]
+
+
+@pytest.mark.parametrize("reward", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_reward_is_an_env_error_and_end_is_still_valid(tmp_path, capsys, reward):
+    with scripted_env({}, {"reward": reward}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 0
+    assert [line.kind for line in lines] == ["START", "STEP", "END"]
+    assert lines[-1].steps == 1 and lines[-1].rewards == [lines[1].reward]
+    assert f"env step 2 returned a non-finite reward ({reward})" in err
+    assert "validation error" not in err and "Traceback" not in err
+    (episode,) = sqlite_utils.Database(tmp_path / "traces.db")["episodes"].rows
+    assert episode["status"] == "failed" and episode["steps"] == 1
+    assert "non-finite reward" in episode["error"]
+
+
+def test_done_that_is_not_a_boolean_is_an_env_error_not_the_end(tmp_path, capsys):
+    with scripted_env({"done": "false"}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 0 and [line.kind for line in lines] == ["START", "END"]
+    assert "env step 1 returned done='false' (a str), not true or false" in err
+    with scripted_env(reset={"done": "false"}) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=3))
+    lines, err = log_of(capsys)
+    assert code == 0 and [line.kind for line in lines] == ["START", "END"]
+    assert "env reset returned done='false' (a str), not true or false" in err
+
+
+@pytest.mark.parametrize("placeholder", ["e", "Step"])
+def test_a_placeholder_key_too_short_to_be_a_secret_changes_nothing_and_is_named_once(
+        tmp_path, capsys, monkeypatch, llm_server, placeholder):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    monkeypatch.setenv("HF_TOKEN", placeholder)  # HF_TOKEN=x, say: what a replay or a demo sets
+    code = run(config(tmp_path, api_key=placeholder, api_base_url=llm_server.url + "/v1",
+                      max_steps=2))
+    out, err = capsys.readouterr()
+    assert code == 0 and "[REDACTED]" not in out
+    assert err.count("HF_TOKEN is shorter than 8 characters") == 1
+    (call, _) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    messages = json.loads(call["request"])["messages"]
+    assert "Reply with exactly" in messages[0]["content"]
+    assert messages[1]["content"].startswith("Step: 1")
+    exported = CliRunner().invoke(cli, ["export", "latest", "--db", str(tmp_path / "traces.db")],
+                                  env={"HF_TOKEN": placeholder})
+    assert exported.exit_code == 0 and "[REDACTED]" not in exported.stdout
+
+
+@pytest.mark.parametrize("body, media_type, message", [
+    ('{"id": "x", "object": "chat.completion", "choices": []}', "application/json",
+     "the LLM answered with no choices"),
+    ("<html><body>Service starting</body></html>", "text/html",
+     "the LLM's answer is not a chat completion: '<html><body>Service starting</body></html>'"),
+])
+def test_an_answer_that_is_no_completion_ends_the_episode_with_a_clear_error(
+        tmp_path, capsys, body, media_type, message):
+    from fastapi import FastAPI, Response
+
+    from tracer.servers import BackgroundServer
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: Response(body, media_type=media_type))
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=2))
+    lines, err = log_of(capsys)
+    assert code == 0 and [line.kind for line in lines] == ["START", "END"]
+    assert f"stopped: {message}" in err
+    (episode,) = sqlite_utils.Database(tmp_path / "traces.db")["episodes"].rows
+    assert episode["error"] == message
+
+
+def test_a_hung_env_step_ends_the_episode_naming_the_step_and_the_wait(tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr("tracer.agent.ENV_TIMEOUT_S", 0.3)
+    with scripted_env(delay_s=1.5) as env:
+        code = run(config(tmp_path, env_base_url=env.url, max_steps=2))
+    lines, err = log_of(capsys)
+    assert code == 0 and [line.kind for line in lines] == ["START", "END"]
+    assert "stopped: env step 1 got no answer within 0.3 s" in err
+
+
+def test_a_stream_cut_before_its_end_is_an_error_not_an_action(tmp_path, capsys):
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from tracer.servers import BackgroundServer
+
+    def cut():  # the connection drops after two chunks: no finish_reason, no [DONE]
+        for piece in ("Half a", " sent"):
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+
+    app = FastAPI()
+    app.post("/v1/chat/completions")(lambda: StreamingResponse(cut(), media_type="text/event-stream"))
+    with BackgroundServer(app) as llm:
+        code = run(config(tmp_path, api_key=SECRET, api_base_url=llm.url + "/v1", max_steps=2,
+                          stream=True))
+    lines, err = log_of(capsys)
+    assert code == 0 and [line.kind for line in lines] == ["START", "END"]
+    assert "stopped: the LLM's stream ended before its last chunk" in err
+    (call,) = sqlite_utils.Database(tmp_path / "traces.db")["llm_calls"].rows
+    assert call["error"] == "the stream ended before data: [DONE]"
+
+
+def test_exports_of_an_observation_holding_nan_are_strict_json(tmp_path, capsys):
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    with scripted_env({"observation": {"echoed_message": "x", "score": float("nan"),
+                                       "best": float("inf")}}) as env:
+        assert run(config(tmp_path, env_base_url=env.url, max_steps=1)) == 0
+    capsys.readouterr()
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+
+    db = str(tmp_path / "traces.db")
+    (record,) = [strict(line) for line in CliRunner().invoke(
+        cli, ["export", "latest", "--db", db]).stdout.splitlines()]
+    assert record["steps"][0]["observation"]["score"] == "NaN"
+    assert record["steps"][0]["observation"]["best"] == "Infinity"
+    strict(CliRunner().invoke(cli, ["show", "latest", "--json", "--db", db]).stdout)
 
 
 def test_unreachable_llm_still_gives_a_valid_log_and_a_clear_message(tmp_path, capsys):
@@ -139,6 +333,8 @@ def test_trace_off_records_nothing(tmp_path, capsys):
     ("TEMPERATURE", "nan", "TEMPERATURE: expected a finite number"),
     ("TEMPERATURE", "inf", "TEMPERATURE: expected a finite number"),
     ("MAX_TOKENS", "1" + "0" * 400, "MAX_TOKENS: must be at most 1,000,000"),
+    ("TRACE_DB", ":memory:", ("TRACE_DB: ':memory:' is SQLite's in-memory database, which keeps "
+                              "nothing; give a file, or TRACE=off")),
 ])
 def test_configuration_errors_exit_2_naming_the_variable(variable, value, message, capsys):
     assert main({variable: value}) == 2
@@ -164,8 +360,28 @@ def test_a_full_disk_on_stdout_stops_the_run_in_one_line(tmp_path, capsys, monke
         monkeypatch.undo()
     err = capsys.readouterr().err
     assert code == 1 and "cannot write stdout (No space left on device)" in err
-    (run_row,) = sqlite_utils.Database(tmp_path / "traces.db")["runs"].rows
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    (run_row,) = db["runs"].rows
     assert run_row["status"] == "interrupted"
+    assert db["lines"].count == 0  # `lines` holds what was printed: nothing was
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "interrupted" and episode["ended_at"]
+
+
+def test_trace_db_that_cannot_be_written_is_a_configuration_error_too(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, inference_env, unprivileged
+
+    Store(tmp_path / "traces.db").close()
+    (tmp_path / "traces.db").chmod(0o444)
+    result = subprocess.run(unprivileged([sys.executable, str(ROOT / "inference.py")]),
+                            env=inference_env(tmp_path, MAX_STEPS="1"), cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert (f"configuration error: TRACE_DB={tmp_path / 'traces.db'}: cannot write (no "
+            "permission to write the file)") in result.stderr
 
 
 def test_trace_db_that_is_a_directory_is_a_configuration_error(tmp_path, capsys):

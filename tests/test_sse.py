@@ -82,3 +82,34 @@ def _texts(value):
     elif isinstance(value, list):
         for item in value:
             yield from _texts(item)
+
+
+def split_events(body):
+    """The same stream with each event's JSON over two ``data:`` lines (legal SSE)."""
+    return body.replace('"object": "chat.completion.chunk", "choices"',
+                        '"object": "chat.completion.chunk",\ndata: "choices"')
+
+
+def test_an_event_whose_json_spans_several_data_lines_is_read_and_redacted_whole():
+    body = split_events(stream(*({"content": p} for p in pieces(f"my key is {SECRET}."))))
+    assert parse_response(body, stream=True)[0] == f"my key is {SECRET}."
+    kept = redacted(body)
+    assert SECRET not in "".join(line[5:].strip() for line in kept.splitlines())
+    assert parse_response(kept, stream=True)[0] == "my key is [REDACTED]."
+
+
+def test_an_unparseable_stream_keeps_no_fragment_of_a_secret():
+    half = len(SECRET) // 2
+    body = f"data: my key is {SECRET[:half]}\ndata: {SECRET[half:]}\n\ndata: [DONE]\n\n"
+    kept = redacted(body)
+    joined = "".join(line[5:].strip() for line in kept.splitlines())
+    assert SECRET not in joined and SECRET[:half] not in kept
+
+
+def test_a_stream_partly_unparseable_keeps_no_fragment_of_a_secret_anywhere():
+    body = stream(*({"content": p} for p in pieces(f"my key is {SECRET}!", 8)))
+    # The last chunk's event runs into [DONE] (no blank line): it cannot be parsed, and the
+    # parsed chunks before it end with most of the key.
+    body = body.replace("\n\ndata: [DONE]", "\ndata: [DONE]")
+    kept = redacted(body)
+    assert all(SECRET[i:i + 8] not in kept for i in range(len(SECRET) - 7))

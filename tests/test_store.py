@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import unprivileged
 from tracer.store import Store, TraceError
 
 
@@ -35,6 +37,42 @@ def test_reading_after_a_killed_writer_sees_its_rows_and_changes_no_file(tmp_pat
     assert store.db["runs"].count == 1  # the row is only in the WAL
     store.close()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "t.db-shm"} == files
+
+
+def test_a_reader_sees_what_a_writer_commits_and_checkpoints_meanwhile(tmp_path):
+    from test_cli_fixtures import record_run
+
+    from tracer.queries import all_run_ids
+
+    writer = Store(tmp_path / "t.db")
+    record_run(writer)
+    writer.close()  # checkpointed: no -wal left
+    reader = Store(tmp_path / "t.db", create=False)  # tracer export --all ...
+    assert len(all_run_ids(reader)) == 1
+    writer = Store(tmp_path / "t.db")  # ... while tracer import writes and checkpoints
+    for _ in range(30):
+        record_run(writer)
+    writer.close()
+    assert len(all_run_ids(reader)) == 31
+    assert reader.db["episodes"].count == 31
+
+
+def test_a_wal_without_its_shm_in_a_read_only_directory_is_read_whole(tmp_path):
+    killed = ("import os, sys; from tracer.store import Store; "
+              "Store(sys.argv[1]).start_run(); os._exit(0)")  # like kill -9: no close, WAL left
+    subprocess.run([sys.executable, "-c", killed, str(tmp_path / "t.db")], check=True)
+    (tmp_path / "t.db-shm").unlink()  # copied or unpacked without it
+    as_reader = unprivileged([sys.executable, "-c", "from tracer.cli import cli; cli()"])
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    tmp_path.chmod(0o555)
+    try:
+        result = subprocess.run([*as_reader, "list", "--json", "--db", str(tmp_path / "t.db")],
+                                capture_output=True, text=True, check=False)
+    finally:
+        tmp_path.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 1  # the run is only in the WAL
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
 
 def test_a_store_opened_for_reading_writes_after_reopening(tmp_path):

@@ -175,3 +175,17 @@ def test_block_fast_path_agrees_with_the_per_line_path(picks, end_kind, score, o
     lines *= copies
     assert codes(check_lines(lines, open_score=open_score)) == codes(
         line_by_line(lines, open_score=open_score))
+
+
+def test_numbers_too_long_for_int_are_reported_not_a_traceback():
+    huge = "1" * 5000  # Python's int() stops at 4,300 digits
+    for lines, code in (
+        ([EPISODE[0], f"[STEP] step={huge} action=a reward=0.50 done=true error=null",
+          "[END] success=true steps=1 score=0.50 rewards=0.50"], "E305"),
+        ([*EPISODE[:3], f"[END] success=false steps={huge} score=0.25 rewards=0.50,-1.00"],
+         "E307"),
+    ):
+        for chunking in (lines, ["\n".join(lines) + "\n"]):  # per line and the fast path
+            report = check_lines(chunking)
+            assert [p.code for p in report.problems] == [code]
+            assert "a number of 5,000 digits" in report.problems[0].message

@@ -7,16 +7,17 @@ sits behind the two seams differs (the LLM client's httpx transport, the env cli
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer.mcp_agent import MCP_INSTRUCTIONS, ToolConversation, is_mcp, tool_error
 from tracer.recorder import Recorder
+from tracer.signals import SIGNALS, Interrupted  # callers may import them from here too
 from tracer.store import now
 from validator.grammar import EndLine, StartLine, StepLine
 
@@ -27,12 +28,14 @@ SYSTEM_PROMPT = (
 )
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived; the episode ends at once, but still prints its [END]."""
+class StdoutFailed(Interrupted):
+    """stdout takes no more lines: its reader went away (``| head -1``), or a full disk.
 
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
+    Raised by the ``emit`` seam; the line it could not print is not recorded as printed."""
+
+    def __init__(self, why: str) -> None:
+        BaseException.__init__(self, f"cannot write stdout ({why})")
+        self.signum = 0
 
 
 class StopEpisode(BaseException):
@@ -43,47 +46,21 @@ class StopEpisode(BaseException):
     """
 
 
-class SignalGate:
-    """Turns the first SIGTERM/SIGINT into ``Interrupted``, but never inside ``hold()``.
-
-    Recording a line and printing it happen under ``hold()``, so an interrupt cannot land
-    between them: whatever reached stdout is also in the database.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.depth = 0
-        self.fired = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.fired:  # later signals must not cut the [END] line short
-            return
-        self.fired = True
-        if self.depth:
-            self.pending = signum
-        else:
-            raise Interrupted(signum)
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending is not None:
-                signum, self.pending = self.pending, None
-                raise Interrupted(signum)
 
 
-SIGNALS = SignalGate()
+ENV_TIMEOUT_S = 60.0  # how long the env client waits for an answer to a reset or a step
 
 
 class ActionError(Exception):
     """A completion that cannot be turned into an action for this environment."""
+
+
+class EnvError(Exception):
+    """An env answer the protocol cannot carry (a reward that is not a finite number, ...)."""
+
+
+class LLMError(Exception):
+    """An LLM answer that holds no completion (no choices, an HTML page, ...)."""
 
 
 def text_field(action_schema: dict | None) -> str | None:
@@ -190,6 +167,7 @@ class Outcome:
     success: bool = False
     score: float = 0.0
     lines: list[str] = field(default_factory=list)
+    stdout_failed: bool = False
 
     @property
     def rewards(self) -> list[float]:
@@ -201,12 +179,20 @@ def complete(llm: Any, settings: Settings, messages: list[dict]) -> str:
     params = dict(model=settings.model, messages=messages, temperature=settings.temperature,
                   max_tokens=settings.max_tokens, stream=settings.stream)
     if settings.stream:
-        parts = []
+        parts, finished = [], False
         for chunk in llm.chat.completions.create(**params):
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
+            finished = finished or bool(chunk.choices and chunk.choices[0].finish_reason)
+        if not finished:  # the connection dropped: what came is not the whole completion
+            raise LLMError("the LLM's stream ended before its last chunk (none had a "
+                           "finish_reason): the completion is cut short")
         return "".join(parts).strip()
     completion = llm.chat.completions.create(**params)
+    if not hasattr(completion, "choices"):  # the client hands on a body that is not JSON as is
+        raise LLMError(f"the LLM's answer is not a chat completion: {str(completion)[:80]!r}")
+    if not completion.choices:
+        raise LLMError("the LLM answered with no choices")
     return (completion.choices[0].message.content or "").strip()
 
 
@@ -238,75 +224,110 @@ def run_episode(
     position: int = 1,
 ) -> Outcome:
     """Run one episode, printing its [START], [STEP]s and an [END] whatever happens."""
+    # A signal that arrives once the work is over (closing the env, the [END]) waits for the
+    # episode's end: raised by hold() after it, it stops the run, not this [END].
+    with SIGNALS.hold():
+        outcome = _run_episode(settings, llm, open_env, action_schema, recorder, emit, position)
+    SIGNALS.raise_pending()  # even inside an outer hold (inference.py's): the run stops here
+    return outcome
+
+
+def _run_episode(
+    settings: Settings,
+    llm: Any,
+    open_env: Callable[[], Any],
+    action_schema: Callable[[], dict | None],
+    recorder: Recorder,
+    emit: Callable[[str], None],
+    position: int,
+) -> Outcome:
     outcome = Outcome()
 
     def say(line: StartLine | StepLine | EndLine, **step: Any) -> None:
         """Record and print a line (with its step's row) so that both or neither happen."""
         text = recorder.redact(line.format())
-        outcome.lines.append(text)
+        if outcome.stdout_failed:  # nothing reaches stdout any more (the [END] after a failure)
+            return
         with SIGNALS.hold():
             if step:
                 recorder.record_step(text, **step)
             else:
                 recorder.record_line(text)
-            emit(text)
+            try:
+                emit(text)
+            except StdoutFailed:  # `lines` holds what was printed: this line was not
+                outcome.stdout_failed = True
+                recorder.unrecord_line()
+                raise
+            outcome.lines.append(text)
 
     recorder.start_episode(position, task=settings.task, benchmark=settings.benchmark,
                            model=settings.model, reset_args=settings.reset_args)
     env = None
     try:
+        # [START] is printed held: a signal that came before it (or meanwhile) ends the work
+        # at once, and the [END] follows a [START].
         say(StartLine(task=settings.task, env=settings.benchmark, model=settings.model))
-        env = open_env()
-        t0 = time.perf_counter()
-        result = env.reset(**settings.reset_args)
-        outcome.reset_observation = result.observation
-        recorder.update_episode(reset_observation=_payload(result),
-                                reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
-        schema = action_schema()
-        tools = None
-        if is_mcp(schema):  # an MCP tool env: the conversation is tracer.mcp_agent's
-            system = SYSTEM_PROMPT.format(action_instructions=MCP_INSTRUCTIONS)
-            tools = ToolConversation(env, system, user_prompt(1, result.observation, 0.0, []))
-            recorder.update_episode(reset_observation={**_payload(result), "tools": tools.tools})
-        else:
-            system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
-        observation, last_reward, history = result.observation, 0.0, []
-        for step in range(1, settings.max_steps + 1):
-            if result.done:
-                break
-            recorder.step = step
-            if tools is not None:
-                chosen = tools.next_action(llm, settings)
-                if chosen is None:
-                    break  # the model answered without calling a tool: it is done
-                action, action_text = chosen
+        with SIGNALS.release():
+            env = open_env()
+            t0 = time.perf_counter()
+            result = _answer(env.reset, "env reset", **settings.reset_args)
+            _check_done(result.done, "env reset")
+            outcome.reset_observation = result.observation
+            recorder.update_episode(reset_observation=_payload(result),
+                                    reset_latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+            schema = action_schema()
+            tools = None
+            if is_mcp(schema):  # an MCP tool env: the conversation is tracer.mcp_agent's
+                system = SYSTEM_PROMPT.format(action_instructions=MCP_INSTRUCTIONS)
+                tools = ToolConversation(env, system, user_prompt(1, result.observation, 0.0, []))
+                recorder.update_episode(reset_observation={**_payload(result),
+                                                           "tools": tools.tools})
             else:
-                messages = [{"role": "system", "content": system},
-                            {"role": "user", "content": user_prompt(step, observation, last_reward, history)}]
-                text = complete(llm, settings, messages)
-                action, action_text = action_from_completion(text, schema)
-            started = time.perf_counter()
-            result = env.step(action)
-            latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            reward = float(result.reward or 0.0)
-            record = StepRecord(step, action, action_text, result.observation, reward,
-                                bool(result.done), last_action_error(result.observation)
-                                or (tool_error(result.observation) if tools else None))
-            if tools is not None:
-                tools.observed(result.observation)
-            outcome.steps.append(record)
-            say(StepLine(step=step, action=action_text, reward=reward, done=record.done,
-                         error=record.error),
-                step=step, action=action, action_text=action_text, observation=result.observation,
-                reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
-            observation, last_reward = result.observation, reward
-            history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
+                system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
+            observation, last_reward, history = result.observation, 0.0, []
+            for step in range(1, settings.max_steps + 1):
+                if result.done:
+                    break
+                recorder.step = step
+                if tools is not None:
+                    chosen = tools.next_action(llm, settings)
+                    if chosen is None:
+                        break  # the model answered without calling a tool: it is done
+                    action, action_text = chosen
+                else:
+                    messages = [{"role": "system", "content": system},
+                                {"role": "user", "content": user_prompt(step, observation,
+                                                                        last_reward, history)}]
+                    text = complete(llm, settings, messages)
+                    action, action_text = action_from_completion(text, schema)
+                started = time.perf_counter()
+                result = _answer(env.step, f"env step {step}", action)
+                latency_ms = round((time.perf_counter() - started) * 1000, 3)
+                reward = float(result.reward or 0.0)
+                if not math.isfinite(reward):  # Python's json sends and reads NaN and Infinity
+                    raise EnvError(f"env step {step} returned a non-finite reward ({reward})")
+                _check_done(result.done, f"env step {step}")
+                record = StepRecord(step, action, action_text, result.observation, reward,
+                                    bool(result.done), last_action_error(result.observation)
+                                    or (tool_error(result.observation) if tools else None))
+                if tools is not None:
+                    tools.observed(result.observation)
+                line = StepLine(step=step, action=action_text, reward=reward, done=record.done,
+                                error=record.error)
+                # [END] counts the steps printed: one whose line cannot be made is not one.
+                outcome.steps.append(record)
+                say(line,
+                    step=step, action=action, action_text=action_text, observation=result.observation,
+                    reward=reward, done=int(record.done), error=record.error, latency_ms=latency_ms)
+                observation, last_reward = result.observation, reward
+                history.append(f"Step {step}: {action_text!r} -> reward {reward:+.2f}")
         outcome.status = "completed"
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
     except (StopEpisode, Exception) as exc:
-        message = str(exc) if isinstance(exc, StopEpisode) else _describe(exc)
+        message = str(exc) if isinstance(exc, (StopEpisode, EnvError, LLMError)) else _describe(exc)
         outcome.status, outcome.error = "failed", recorder.redact(message)
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)
     finally:
@@ -326,6 +347,21 @@ def run_episode(
             error=outcome.error,
         )
     return outcome
+
+
+def _answer(call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """Return ``call(...)``; a hung env is an env error naming the call and the wait."""
+    try:
+        return call(*args, **kwargs)
+    except TimeoutError:  # the client's bare asyncio timeout
+        raise EnvError(f"{what} got no answer within {ENV_TIMEOUT_S:g} s") from None
+
+
+def _check_done(done: Any, what: str) -> None:
+    """Raise ``EnvError`` unless ``done`` is a boolean (or missing): bool("false") is True."""
+    if not isinstance(done, (bool, type(None))):
+        raise EnvError(f"{what} returned done={done!r} (a {type(done).__name__}), "
+                       "not true or false")
 
 
 def _payload(result: Any) -> dict:

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,23 +113,38 @@ def reading(db_path: str) -> Iterator[Store]:
             store.close()
 
 
-_secrets: list[str] | None = None
+_secrets: dict[tuple, list[str]] = {}
+
+
+def secrets() -> list[str]:
+    """Return the environment's secrets, longest first (read once: a short one is named once)."""
+    from tracer.store import SECRET_ENV_VARS, secrets_from_environ
+
+    key = tuple(os.environ.get(name) for name in SECRET_ENV_VARS)
+    if key not in _secrets:
+        _secrets[key] = sorted(secrets_from_environ(), key=len, reverse=True)
+    return _secrets[key]
 
 
 def out(text: str = "", **kwargs: Any) -> None:
     """Echo text with any secret from the environment blanked (the store already redacts)."""
-    global _secrets
-    if _secrets is None:
-        from tracer.store import secrets_from_environ
-
-        _secrets = sorted(secrets_from_environ(), key=len, reverse=True)
-    for secret in _secrets:
+    for secret in secrets():
         text = text.replace(secret, "[REDACTED]")
-    click.echo(text, **kwargs)
+    if "file" in kwargs:
+        return click.echo(text, **kwargs)
+    try:
+        click.echo(text, **kwargs)
+    except BrokenPipeError:
+        raise  # the reader went away: TracerGroup stops quietly
+    except OSError as exc:  # a full disk: say so once, and spare Python's flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail(f"cannot write stdout ({exc.strerror})")  # about stdout, not the database
 
 
 def out_json(value: Any) -> None:
-    out(json.dumps(value, ensure_ascii=False, indent=2))
+    from tracer.store import strict_json
+
+    out(strict_json(value, indent=2))
 
 
 def table(headers: list[str], body: Iterable[list[Any]]) -> None:
@@ -303,6 +318,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
     """Export RUN (or --all runs) as jsonl episodes, the stdout log, or training rows."""
     from tracer import export as exports
     from tracer import queries
+    from tracer.store import strict_json
 
     if bool(run) == all_runs:
         raise click.UsageError("give one RUN or --all")
@@ -316,7 +332,7 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
         for run_id in run_ids:
             items: Iterable[Any] = rows.get(fmt, exports.episode_records)(store, run_id)
             for item in items:
-                write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+                write(item if isinstance(item, str) else strict_json(item))
 
 
 def _export_collect(db_path: str, run: str | None, all_runs: bool, directory: str | None) -> None:
@@ -361,24 +377,38 @@ def _not_the_database(output: str | None, db_path: str) -> None:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[Any]:
-    """Yield a line writer to stdout, or to a file that appears only if the export succeeds."""
+    """Yield a line writer to stdout, or to ``path``.
+
+    A regular file (or a new one) appears only if the export succeeds: it is written aside and
+    renamed over ``path``. Anything else (a symlink, a device, a FIFO, ``/dev/stdout``) is
+    written through, as ``>`` would: renaming over it would replace it with a file.
+    """
     if path is None:
         yield out
         return
+    import stat
+
     from tracer.store import TraceError
 
-    partial = f"{path}.partial"
     try:
-        with open(partial, "w", encoding="utf-8") as f:
-            try:
-                yield lambda line: out(line, file=f)
-            except BaseException:
-                f.close()
-                os.unlink(partial)
-                raise
-        os.replace(partial, path)
-    except OSError as exc:  # a missing directory, no permission, a full disk
+        whole_file = stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        whole_file = True
+    except OSError as exc:
         raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
+    target = f"{path}.partial" if whole_file else path
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            yield lambda line: out(line, file=f)
+        if whole_file:
+            os.replace(target, path)
+    except BaseException as exc:
+        if whole_file:
+            with suppress(OSError):
+                os.unlink(target)
+        if isinstance(exc, OSError):  # no directory or permission, a full disk or device, ...
+            raise TraceError(f"{path}: cannot write ({exc.strerror})") from None
+        raise
 
 
 @cli.command("import")
@@ -391,11 +421,11 @@ def import_(db_path: str, file: str) -> None:
     transaction. A run whose id is already in the database is skipped, with a message.
     """
     from tracer import export as exports
-    from tracer.store import Store, secrets_from_environ
+    from tracer.store import Store
 
     records = exports.read_jsonl(file)
     with naming(db_path):
-        store = Store(db_path, secrets=secrets_from_environ())
+        store = Store(db_path, secrets=secrets())
         try:
             result = exports.import_jsonl(store, records)
         finally:

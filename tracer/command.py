@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 from tracer.proxy import Slot, same_key
 from tracer.sse import redact_stream
-from tracer.store import REDACTED, Store, TraceError, now
+from tracer.store import (MIN_SECRET_LENGTH, REDACTED, Store, TraceError, now,
+                          secrets_from_environ)
 from tracer.transport import Exchange, decode_body, request_hash
 
 #: Variables that point a script at its LLM endpoint; each is set to the proxy.
@@ -252,7 +253,8 @@ class CommandRecorder:
                 self.tally.keys_given += 1
             else:
                 self.tally.keys_other += 1
-                if self.store is not None and key != PLACEHOLDER_KEY and len(key) >= 8:
+                if (self.store is not None and key != PLACEHOLDER_KEY
+                        and len(key) >= MIN_SECRET_LENGTH):
                     self.store.add_secret(key)
 
     def llm_slot(self) -> Slot:
@@ -586,10 +588,11 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     program = resolve_command(options.argv, cwd)
     keys = given_keys(environ)
     upstream = None if responder else upstream_for(options, environ)
+    secrets = secrets_from_environ(environ)  # a value too short to be a key is left alone
     store = None
     if options.db_path:
         try:
-            store = Store(options.db_path, secrets=keys)
+            store = Store(options.db_path, secrets=secrets)
         except (TraceError, OSError, sqlite3.Error) as exc:
             note(f"nothing will be recorded: {exc}")
     recorder = CommandRecorder(store, keys)
@@ -644,10 +647,10 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             raise CommandError(f"{options.argv[0]}: could not start ({exc.strerror or exc})",
                                126) from None
         signals.started(child)
-        secrets = lambda: store.secrets if store is not None else keys  # noqa: E731
-        tees = [Tee(child.stdout, stdout or sys.stdout.buffer, secrets, recorder.on_lines,
+        current = lambda: store.secrets if store is not None else secrets  # noqa: E731
+        tees = [Tee(child.stdout, stdout or sys.stdout.buffer, current, recorder.on_lines,
                     checker.feed).start(),
-                Tee(child.stderr, sys.stderr.buffer, secrets).start()]
+                Tee(child.stderr, sys.stderr.buffer, current).start()]
         recorder.sync = tees[0].drain
         returncode = child.wait()
         for tee in tees:

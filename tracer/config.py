@@ -108,6 +108,9 @@ class Config:
         if self.embedded_env not in EMBEDDED_ENVS:
             raise ConfigError(f"{'EMBEDDED_ENV' if by_variable else 'embedded_env'}: expected one of "
                               f"{', '.join(EMBEDDED_ENVS)}, got {self.embedded_env!r}")
+        if self.trace and self.trace_db == ":memory:":
+            raise ConfigError(f"{'TRACE_DB' if by_variable else 'trace_db'}: ':memory:' is SQLite's "
+                              "in-memory database, which keeps nothing; give a file, or TRACE=off")
         for field_name, variable in _NAMES.items():
             values = getattr(self, field_name)
             for value in values if isinstance(values, tuple) else (values,):

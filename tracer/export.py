@@ -10,6 +10,7 @@ OpenEnv and TRL read; each row is checked against its own schema in ``tracer/sch
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -154,6 +155,10 @@ def _env_messages(store: Store, run_id: str) -> dict[int | None, list[dict[str, 
     return out
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _export_call(call: dict[str, Any]) -> dict[str, Any]:
     out = {k: call[k] for k in CALL_FIELDS}
     out["request"] = queries.decode(call["request"], "llm_calls", call["id"], "request")
@@ -161,7 +166,9 @@ def _export_call(call: dict[str, Any]) -> dict[str, Any]:
     # A JSON body is exported as JSON; a stream or non-JSON body as the exact text received.
     response = call["response"]
     try:
-        decoded = None if call["stream"] or response is None else json.loads(response)
+        # (a body with NaN, which JSON cannot carry, goes as its text: the export stays JSON)
+        decoded = None if call["stream"] or response is None else json.loads(
+            response, parse_constant=_not_json)
     except ValueError:
         decoded = None
     if isinstance(decoded, (dict, list)):
@@ -474,6 +481,9 @@ class ImportResult:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Return every record of a jsonl export, or raise ``TraceError`` at the first bad line."""
     path = Path(path)
+    mode = path.stat().st_mode if path.exists() else 0
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):  # /dev/zero never ends; a FIFO or pipe does
+        raise TraceError(f"{path}: not a regular file (a device), not a jsonl export")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -488,9 +498,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
+            problem = schema_error(record) or _out_of_range(record)
         except ValueError as exc:
             raise TraceError(f"{path}:{number}: not JSON ({exc})") from None
-        problem = schema_error(record) or _out_of_range(record)
+        except RecursionError:
+            raise TraceError(f"{path}:{number}: not JSON (nested too deeply)") from None
         if problem:
             raise TraceError(f"{path}:{number}: {problem}")
         key = (record["run"]["id"], record["position"])

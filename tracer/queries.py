@@ -131,6 +131,11 @@ def resolve_run(store: Store, ref: str) -> str:
         if not found:
             raise TraceError(f"no run '{ref}': the database has no runs")
         return found[0]
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:  # bytes from the shell that are not UTF-8 (surrogate escapes)
+        shown = ref.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise TraceError(f"no run '{shown}' (not valid UTF-8)") from None
     if list(rows(store, "select id from runs where id = ?", [ref])):
         return ref
     found = [
@@ -163,6 +168,7 @@ def list_runs(store: Store, limit: int | None = 20) -> list[dict[str, Any]]:
         "select id, started_at, ended_at, status, pid, process, kind, tasks, model, replay_of from runs "
         "order by started_at desc"
     )
+    limit = limit if limit and limit < 2**63 else None  # SQLite's integers end there; so do runs
     runs = list(rows(store, sql + (" limit ?" if limit else ""), [limit] if limit else []))
     # Steps are counted as rows (the steps index), not read from episodes.steps: that is
     # written only when an episode ends, so a running or killed run would show 0.

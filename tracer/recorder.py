@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
-from tracer.sse import redact_stream
+from tracer.sse import is_finished, redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.transport import Exchange, request_hash
 
@@ -57,6 +57,7 @@ class Recorder:
         self.step: int = 0
         self._llm_position = 0
         self._pending: list[tuple[str, dict[str, Any]]] = []  # LLM exchanges not yet written
+        self._last_line_id: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -114,23 +115,30 @@ class Recorder:
             self._insert()
             self._write("update_episode", self.episode_id, **fields)
 
-    def _insert(self, *rows: tuple[str, dict[str, Any]]) -> None:
-        """Write ``rows`` and any pending LLM exchanges in one transaction."""
+    def _insert(self, *rows: tuple[str, dict[str, Any]]) -> list[int] | None:
+        """Write ``rows`` and any pending LLM exchanges in one transaction; return their ids."""
         rows, self._pending = [*self._pending, *rows], []
-        if rows:
-            self._write("insert_rows", rows)
+        return self._write("insert_rows", rows) if rows else None
 
     def record_step(self, line: str, **fields: Any) -> None:
         """Record one env step together with the [STEP] line printed for it."""
         if self.episode_id:
             ids = {"run_id": self.run_id, "episode_id": self.episode_id}
-            self._insert(("steps", {**ids, **fields}),
-                         ("lines", {**ids, "line": line, "printed_at": now()}))
+            written = self._insert(("steps", {**ids, **fields}),
+                                   ("lines", {**ids, "line": line, "printed_at": now()}))
+            self._last_line_id = written[-1] if written else None
 
     def record_line(self, line: str) -> None:
         if self.run_id:
-            self._insert(("lines", {"run_id": self.run_id, "episode_id": self.episode_id,
-                                    "line": line, "printed_at": now()}))
+            written = self._insert(("lines", {"run_id": self.run_id, "episode_id": self.episode_id,
+                                              "line": line, "printed_at": now()}))
+            self._last_line_id = written[-1] if written else None
+
+    def unrecord_line(self) -> None:
+        """Remove the line just recorded: printing it failed, so it was never printed."""
+        if self._last_line_id is not None:
+            self._write("delete_row", "lines", self._last_line_id)
+            self._last_line_id = None
 
     def on_exchange(self, exchange: Exchange) -> None:
         """Record one LLM HTTP exchange (the transport calls this)."""
@@ -153,6 +161,14 @@ class Recorder:
                       else exchange.response),
             stream=int(exchange.stream),
             latency_ms=round(exchange.latency_ms, 3),
-            error=exchange.error,
+            error=exchange.error or _unfinished(exchange),
             started_at=exchange.started_at,
         )))
+
+
+def _unfinished(exchange: Exchange) -> str | None:
+    """Return why a successful stream is incomplete: it ended before ``data: [DONE]``."""
+    if exchange.stream and exchange.status_code == 200 and isinstance(exchange.response, str) \
+            and not is_finished(exchange.response):
+        return "the stream ended before data: [DONE]"
+    return None

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tracer.agent import SIGNALS, Interrupted, Settings, run_episode
+from tracer.agent import SIGNALS, Interrupted, Settings, StdoutFailed, run_episode
 from tracer.config import Config, ConfigError
 from tracer.recorder import Recorder, openenv_version
 from tracer.store import Store, TraceError, secrets_from_environ
@@ -24,14 +24,6 @@ LLM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 def note(message: str) -> None:
     """Print a diagnostic on stderr: stdout carries protocol lines only."""
     print(f"inference: {message}", file=sys.stderr, flush=True)
-
-
-class StdoutFailed(Interrupted):
-    """stdout takes no more lines: its reader went away (``| head -1``), or a full disk."""
-
-    def __init__(self, why: str) -> None:
-        BaseException.__init__(self, f"cannot write stdout ({why})")
-        self.signum = 0
 
 
 def emit(line: str) -> None:
@@ -99,8 +91,11 @@ class EnvProvider:
         import_openenv()
         from openenv.core.generic_client import GenericEnvClient
 
+        from tracer import agent
+
         self._start()
-        client = GenericEnvClient(base_url=self.base_url).sync()
+        client = GenericEnvClient(base_url=self.base_url,
+                                  message_timeout_s=agent.ENV_TIMEOUT_S).sync()
         client.connect()
         return client
 
@@ -130,14 +125,24 @@ def llm_client(config: Config, recorder: Recorder, transport: httpx.BaseTranspor
 
 @contextmanager
 def signals_end_episodes() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGINT into ``Interrupted``; later ones wait for the [END]."""
-    SIGNALS.reset()
-    previous = {sig: signal.signal(sig, SIGNALS.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    """Hold SIGTERM/SIGINT through the run: only an episode's work lets the first one through.
+
+    One that comes while the run starts ends the first episode at once (after its [START]);
+    one after the last [END], while the run tears down, changes nothing and is said on stderr.
+    ``inference.py`` installed the handler before its imports; other callers get it here.
+    """
+    previous = None if SIGNALS.installed else SIGNALS.install()
+    depth = SIGNALS.depth
+    SIGNALS.depth = depth + 1
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        SIGNALS.depth = depth
+        if SIGNALS.pending is not None:
+            note(f"signal {SIGNALS.pending} came after the last [END]: the run had ended")
+            SIGNALS.pending = None
+        if previous is not None:
+            SIGNALS.uninstall(previous)
 
 
 def settings_for(config: Config, task: str) -> Settings:
@@ -152,15 +157,16 @@ def settings_for(config: Config, task: str) -> Settings:
 
 def run(config: Config) -> int:
     """Run every task of ``config`` as an episode; return the process exit code."""
-    secrets = [config.api_key or "", *secrets_from_environ()]
+    secrets = secrets_from_environ(api_key=config.api_key)
     try:
         store = Store(config.trace_db, secrets=secrets) if config.trace else None
     except (TraceError, OSError, sqlite3.Error) as exc:
-        note(f"configuration error: TRACE_DB={config.trace_db}: {exc}")
+        message = str(exc).removeprefix(f"{Path(config.trace_db)}: ")  # named once
+        note(f"configuration error: TRACE_DB={config.trace_db}: {message}")
         return 2
     recorder = Recorder(store, secrets)
     status, exit_code = "completed", 0
-    with ExitStack() as stack, signals_end_episodes():
+    with signals_end_episodes(), ExitStack() as stack:  # the stack closes held
         try:
             if config.uses_standin:
                 from tracer.servers import BackgroundServer

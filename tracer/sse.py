@@ -8,24 +8,52 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 _LINE_END = re.compile(r"(\r\n|\r|\n)")  # SSE allows all three
+FRAGMENT = 8  # a piece of a secret this long is kept from no stream that cannot be parsed
 
 
-def data_events(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (index, chunk) for each ``data:`` line of ``text`` holding a JSON object; the
-    index is the line's place in ``_LINE_END.split(text)``.
+def events(parts: list[str]) -> Iterator[tuple[list[int], str]]:
+    """Yield (data line indexes, data) for each event of a stream split by ``_LINE_END``.
+
+    As SSE readers do (the ``openai`` client among them): an event ends at a blank line, its
+    ``data:`` lines are joined with ``\n`` (one JSON object may span several), comments and
+    other fields are skipped. A last event with no blank line after it is kept too.
+    """
+    lines: list[int] = []
+    values: list[str] = []
+    for index in range(0, len(parts), 2):
+        line = parts[index]
+        if not line:
+            if lines:
+                yield lines, "\n".join(values)
+            lines, values = [], []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            lines.append(index)
+            values.append(value.removeprefix(" "))
+    if lines:
+        yield lines, "\n".join(values)
+
+
+def data_events(text: str) -> Iterator[tuple[list[int], dict[str, Any]]]:
+    """Yield (data line indexes, chunk) for each event of ``text`` holding a JSON object; the
+    indexes are the event's ``data:`` lines' places in ``_LINE_END.split(text)``.
 
     ``[DONE]`` and torn or non-object chunks are skipped: what the stream did carry is kept.
     """
-    parts = _LINE_END.split(text)
-    for index in range(0, len(parts), 2):
-        if not parts[index].startswith("data:"):
-            continue
+    for lines, data in events(_LINE_END.split(text)):
         try:
-            chunk = json.loads(parts[index][5:])
+            chunk = json.loads(data)
         except ValueError:
             continue
         if isinstance(chunk, dict):
-            yield index, chunk
+            yield lines, chunk
+
+
+def is_finished(text: str) -> bool:
+    """Return whether a stream ends with its ``[DONE]`` event, as a whole stream does."""
+    data = [data for _, data in events(_LINE_END.split(text))]
+    return bool(data) and data[-1].strip() == "[DONE]"
 
 
 def content_deltas(chunk: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -57,7 +85,11 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     choice's deltas are put together field by field (content, reasoning, tool call
     arguments...): where a secret remains, the redacted whole goes into the field's first
     piece and its other pieces are emptied, so the stream still parses to the redacted text.
-    A stream that holds no secret is returned as it was.
+    An event rewritten this way becomes one ``data:`` line. Events that are not JSON cannot
+    be read that way, and other readers may put them together otherwise: a stream that has
+    any, and holds a piece of a secret (``FRAGMENT`` characters) in its data or its texts,
+    is not kept at all: only ``replacement`` is. So is one where a secret still shows when
+    all its data are put together. A stream that holds no secret is returned as it was.
     """
     secrets = [s for s in secrets if s]
     for secret in secrets:
@@ -71,28 +103,56 @@ def redact_stream(text: str, secrets: Iterable[str], replacement: str) -> str:
     def leaks(value: str) -> bool:
         return any(secret in value for secret in secrets)
 
-    changed: dict[int, dict[str, Any]] = {}
-    pieces: dict[tuple, list[tuple[int, dict[str, Any], Any, Any]]] = {}
-    for index, chunk in data_events(text):
+    def holds_piece(value: str) -> bool:
+        return any(secret[i:i + FRAGMENT] in value
+                   for secret in secrets for i in range(max(len(secret) - FRAGMENT, 0) + 1))
+
+    parts = _LINE_END.split(text)
+    lines_of: dict[int, list[int]] = {}  # an event (its first data line) -> its data lines
+    chunks: dict[int, dict[str, Any]] = {}  # an event -> its JSON object
+    changed: dict[int, str] = {}  # an event -> its new data
+    unparsed = False  # whether an event (other than [DONE]) is not a JSON object
+    every_data: list[str] = []
+    pieces: dict[tuple, list[tuple[int, Any, Any]]] = {}
+    for lines, data in events(parts):
+        lines_of[lines[0]] = lines
+        every_data.append(data.replace("\n", ""))
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            unparsed = unparsed or data.strip() != "[DONE]"
+            continue
+        chunks[lines[0]] = chunk
         for path, container, key, value in _texts(chunk):
             if leaks(value):  # whole, but written with JSON escapes
                 container[key] = redact(value)
-                changed[index] = chunk
+                changed[lines[0]] = ""
             if len(path) > 3 and path[0] == "choices" and path[2] == "delta":
                 # (choice index, field in its delta): the pieces of one text, in order.
-                pieces.setdefault((path[1], *path[3:]), []).append((index, chunk, container, key))
-    for field_pieces in pieces.values():
-        whole = "".join(container[key] for _, _, container, key in field_pieces)
+                pieces.setdefault((path[1], *path[3:]), []).append((lines[0], container, key))
+    wholes = ["".join(container[key] for _, container, key in field_pieces)
+              for field_pieces in pieces.values()]
+    if unparsed and holds_piece("".join(every_data) + "\n".join(wholes)):
+        return replacement
+    for field_pieces, whole in zip(pieces.values(), wholes):
         if leaks(whole):
-            for n, (index, chunk, container, key) in enumerate(field_pieces):
+            for n, (event, container, key) in enumerate(field_pieces):
                 container[key] = redact(whole) if n == 0 else ""
-                changed[index] = chunk
+                changed[event] = ""
+    for event in changed:
+        changed[event] = json.dumps(chunks[event], ensure_ascii=False)
     if not changed:
         return text
-    parts = _LINE_END.split(text)
-    for index, chunk in changed.items():
-        parts[index] = "data: " + json.dumps(chunk, ensure_ascii=False)
-    return "".join(parts)
+    for event, data in changed.items():
+        parts[event] = "data: " + data
+        for index in lines_of[event][1:]:  # its other data lines go, with the break before each
+            parts[index - 1] = parts[index] = ""
+    text = "".join(parts)
+    if leaks("".join(data.replace("\n", "") for _, data in events(_LINE_END.split(text)))):
+        return replacement
+    return text
 
 
 def stream_message(text: str) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import secrets as _secrets
+import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -47,6 +50,7 @@ from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE  # noqa: E402
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"
 SECRET_ENV_VARS = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY")
+MIN_SECRET_LENGTH = 8  # real keys are 20+ characters; shorter values are placeholders
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -64,15 +68,47 @@ def new_run_id() -> str:
     return f"{int(time.time() * 1000):012x}{_secrets.token_hex(4)}"
 
 
-def secrets_from_environ(environ: dict[str, str] | None = None) -> list[str]:
-    """Return the secret values set in the environment (HF_TOKEN, API_KEY, ...)."""
+def secrets_from_environ(environ: dict[str, str] | None = None, *,
+                         api_key: str | None = None) -> list[str]:
+    """Return the secret values to redact: HF_TOKEN, API_KEY, ... and ``api_key`` if given.
+
+    A value shorter than ``MIN_SECRET_LENGTH`` is a placeholder (``HF_TOKEN=x``), not a key:
+    redacting it would change every ``x`` of the record and of stdout, so it is left alone,
+    and said on stderr (call this once per process or run).
+    """
     environ = os.environ if environ is None else environ
-    return [v for k in SECRET_ENV_VARS if len(v := environ.get(k, "")) >= 4]
+    named = [(k, environ.get(k, "")) for k in SECRET_ENV_VARS]
+    if api_key and api_key not in (v for _, v in named):
+        named.append(("the API key", api_key))
+    for name, value in named:
+        if value and len(value) < MIN_SECRET_LENGTH:
+            print(f"tracer: {name} is shorter than {MIN_SECRET_LENGTH} characters: taken for a "
+                  "placeholder, not a key, and not redacted", file=sys.stderr, flush=True)
+    return [value for _, value in named if len(value) >= MIN_SECRET_LENGTH]
 
 
 def dumps(value: Any) -> str:
     """Return compact JSON, keeping non-ASCII text readable."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """Return ``value`` as JSON any parser reads: NaN and infinities, which Python writes
+    bare (an env may send them), become the strings "NaN", "Infinity" and "-Infinity"."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+    except ValueError:  # rare: walk the value only then
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
@@ -94,11 +130,15 @@ class Store:
 
         An existing file (``create=False``) is opened read-only, so reading it changes
         nothing, not even a WAL left by a killed writer; the first write reopens it."""
+        if str(path) == ":memory:":
+            raise TraceError(f"{path}: SQLite's in-memory database keeps nothing; give a file")
         self.path = Path(path)
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._insert_sql: dict[tuple, str] = {}
         self._depth = 0  # transactions open; inner ones join the outermost
-        if not create:
+        self._copy: tempfile.TemporaryDirectory | None = None  # see _read_only_uri
+        # To write, an existing path must be a file too: SQLite would wait on a FIFO forever.
+        if not create or (self.path.exists() and not self.path.is_file()):
             _check_existing(self.path)
         else:
             try:
@@ -126,15 +166,37 @@ class Store:
         options = dict(isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                        check_same_thread=False)
         if writable:
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                # SQLite would open it read-only without a word, and fail at the first write
+                raise TraceError(f"{self.path}: cannot write (no permission to write the file)")
             conn = sqlite3.connect(self.path, **options)
         else:
-            # With a -wal file (a writer is at work, or was killed) read it too, read-only; with
-            # none, the main file holds everything: read it as it is, making no -wal or -shm
-            # file, which also works in a directory we cannot write to.
-            mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
-            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True, **options)
+            conn = sqlite3.connect(self._read_only_uri(), uri=True, **options)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
+
+    def _read_only_uri(self) -> str:
+        """Return the URI that reads the database as it is, whoever writes it meanwhile.
+
+        ``mode=ro`` reads the -wal and takes SQLite's locks, so a writer may commit and
+        checkpoint while we read; it needs a -shm file, which it makes (with an empty -wal)
+        where the directory lets it. Where it does not (read-only media), a database with no
+        -wal is read ``immutable``: nothing can be writing it. A -wal with no -shm there is
+        read from a private copy of the two files, so its rows are not lost.
+        """
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if os.access(self.path.parent, os.W_OK) or (wal.exists() and shm.exists()):
+            return f"{self.path.absolute().as_uri()}?mode=ro"
+        if not wal.exists():
+            return f"{self.path.absolute().as_uri()}?immutable=1"
+        if self._copy is None:
+            self._copy = tempfile.TemporaryDirectory(prefix="tracer-")
+            try:
+                for source in (self.path, wal):
+                    shutil.copyfile(source, Path(self._copy.name, source.name))
+            except OSError as exc:
+                raise TraceError(f"{self.path}: cannot read ({exc.strerror})") from None
+        return f"{Path(self._copy.name, self.path.name).as_uri()}?mode=ro"
 
     # -- schema -----------------------------------------------------------------------
 
@@ -222,6 +284,11 @@ class Store:
                 ids.append(self.db.conn.execute(sql, [self.redact(v) for v in row.values()]).lastrowid)
         return ids
 
+    def delete_row(self, table: str, rowid: int) -> None:
+        """Delete one row (a line the recorder wrote, then could not print)."""
+        with self.transaction():
+            self.db.conn.execute(f"delete from [{table}] where [id] = ?", [rowid])
+
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         return self.insert_rows([(table, row)])[0]
 
@@ -280,6 +347,9 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None
 
 
 def _check_existing(path: Path) -> None:
@@ -287,6 +357,8 @@ def _check_existing(path: Path) -> None:
         raise TraceError(f"{path}: no such trace database")
     if path.is_dir():
         raise TraceError(f"{path}: is a directory, not a trace database")
+    if not path.is_file():  # reading a FIFO would wait for a writer forever
+        raise TraceError(f"{path}: not a regular file, not a trace database")
     try:
         with open(path, "rb") as f:
             header = f.read(16)

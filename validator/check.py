@@ -322,8 +322,8 @@ class Checker:
         episodes = self.episodes
         if line.startswith("[STEP] "):
             m = grammar.STEP_GREEDY_RE.fullmatch(line)
-            if m and (line.count(" reward=") == 1 or len(grammar.STEP_SEPARATOR.findall(line)) == 1):
-                episodes.step(lineno, int(m[1]), 13, m[3], m[4] == "true")
+            if m and (line.count(" reward=") == 1 or grammar.count_separators(line, up_to=2) == 1):
+                episodes.step(lineno, grammar.integer(m[1]), 13, m[3], m[4] == "true")
                 return
         elif line.startswith("[START] "):
             if grammar.START_RE.fullmatch(line):
@@ -335,7 +335,7 @@ class Checker:
                 last = m.re.groups
                 if self.open_score:
                     self._open_score(m[3], m.start(3) + 1, lineno)
-                episodes.end(lineno, int(m[2]), m.start(2) + 1, m[last], m.start(last) + 1)
+                episodes.end(lineno, grammar.integer(m[2]), m.start(2) + 1, m[last], m.start(last) + 1)
                 return
         if tag_of(line) is None:
             what = "blank line" if not line.strip() else "not a [START], [STEP] or [END] line"

@@ -75,6 +75,16 @@ _SEPARATOR = rf" reward=({DECIMAL2}) done=({BOOL}) error="
 STEP_SEPARATOR = re.compile(_SEPARATOR)
 
 
+def count_separators(text: str, start: int = 0, up_to: int | None = None) -> int:
+    """Return how many ``STEP_SEPARATOR``s ``text`` holds from ``start`` (stopping at
+    ``up_to``), keeping none of them: a 20 MB line of separators holds 666,666."""
+    count = 0
+    for count, _ in enumerate(STEP_SEPARATOR.finditer(text, start), 1):
+        if count == up_to:
+            break
+    return count
+
+
 def _plain(pattern: str) -> str:
     """Return ``pattern`` with its capturing groups made non-capturing."""
     return re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern)
@@ -175,6 +185,37 @@ def _escape_free_text(text: str) -> str:
     if STEP_SEPARATOR.search(text):
         text = STEP_SEPARATOR.sub(lambda m: "\\x20" + m.group(0)[1:], text)
     return text
+
+
+class LongNumber(int):
+    """A step/steps number too long for ``int()`` (over 4,300 digits): equal to no count, and
+    shown by its length, since it cannot be printed either."""
+
+    def __new__(cls, digits: int) -> LongNumber:  # noqa: PYI034
+        number = super().__new__(cls, 10**INT_DIGITS)
+        number.digits = digits
+        return number
+
+    def __str__(self) -> str:
+        return f"a number of {self.digits:,} digits"
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+    def __add__(self, other: object) -> LongNumber:  # the step after it is as long
+        return self
+
+    __radd__ = __sub__ = __add__
+
+
+INT_DIGITS = 4300  # what int() converts by default (sys.get_int_max_str_digits)
+
+
+def integer(digits: str) -> int:
+    """Return the value of a step/steps number, however many digits it has."""
+    return int(digits) if len(digits) <= INT_DIGITS else LongNumber(len(digits))
 
 
 def format_reward(value: float) -> str:
@@ -278,7 +319,7 @@ def _define_models() -> None:
             m = STEP_RE.fullmatch(line)
             if not m:
                 greedy = STEP_GREEDY_RE.fullmatch(line)
-                if greedy and len(STEP_SEPARATOR.findall(line)) > 1:
+                if greedy and count_separators(line, up_to=2) > 1:
                     raise GrammarError(
                         "ambiguous [STEP] line: 'reward=... done=... error=' occurs more than once",
                         col=greedy.start(2) + 1,
@@ -286,7 +327,7 @@ def _define_models() -> None:
                 raise GrammarError("not a valid [STEP] line")
             error = m[5]
             return cls.model_construct(
-                step=int(m[1]),
+                step=integer(m[1]),
                 action=m[2],
                 reward=float(m[3]),
                 done=m[4] == "true",
@@ -340,7 +381,7 @@ def _define_models() -> None:
             score = float(m[3])
             return cls.model_construct(
                 success=m[1] == "true",
-                steps=int(m[2]),
+                steps=integer(m[2]),
                 score=score,
                 rewards=[float(r) for r in m[4].split(",")] if m[4] else [],
             )

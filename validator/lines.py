@@ -8,6 +8,7 @@ fixed patterns, so a hostile line costs linear time.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -181,7 +182,7 @@ def _diagnose_named(d: Diagnosis, body: str, start: int, kind: str) -> None:
             _check_rewards(d, value, col)
         elif _check(d, name, value, col, patterns[name]):
             if name == "steps":
-                d.steps, d.steps_col = int(value), col
+                d.steps, d.steps_col = grammar.integer(value), col
             elif name == "score":
                 d.score, d.score_col = value, col
     if d.steps == 0 and d.rewards:
@@ -191,13 +192,14 @@ def _diagnose_named(d: Diagnosis, body: str, start: int, kind: str) -> None:
 
 def _diagnose_step(d: Diagnosis, body: str, start: int) -> None:
     patterns = dict(grammar.FIELDS["STEP"])
-    separators = list(grammar.STEP_SEPARATOR.finditer(body, start))
+    separators = list(itertools.islice(grammar.STEP_SEPARATOR.finditer(body, start), 2))
     action_at = body.find("action=", start)
     action_col = action_at + len("action=") + 1 if action_at >= 0 else start + 1
     if len(separators) > 1:
         d.problems.append(("E209", action_col,
                            (f"ambiguous [STEP] line: 'reward=... done=... error=' occurs "
-                            f"{len(separators)} times; it cannot be told where action= ends")))
+                            f"{grammar.count_separators(body, start)} times; "
+                            "it cannot be told where action= ends")))
         action_end = separators[0].start()
     elif separators:
         sep = separators[0]
@@ -235,7 +237,7 @@ def _diagnose_step(d: Diagnosis, body: str, start: int) -> None:
     value = prefix[5:] if space < 0 else prefix[5:space]
     d.step_col = start + 6
     if _check(d, "step", value, d.step_col, patterns["step"]):
-        d.step = int(value)
+        d.step = grammar.integer(value)
     if space < 0:
         d.problems.append(("E202", start + len(prefix) + 1, "missing field 'action='"))
     elif not prefix.startswith("action=", space + 1):
