@@ -70,9 +70,14 @@ def test_a_recorded_script_replays_byte_for_byte_with_the_llm_gone(recorded, nam
     assert result.exit_code == 0, result.stderr
     assert result.stdout_bytes == stdout
     assert f"replay of {run_id}: " in result.stderr and "no divergence" in result.stderr
-    (replay_of,) = db_rows(tmp_path, "select replay_of from runs order by started_at desc "
-                                     "limit 1")[0]
+    (new_run, replay_of) = db_rows(tmp_path, "select id, replay_of from runs order by "
+                                             "started_at desc limit 1")[0]
     assert replay_of == run_id
+
+    def answers(run):  # the replay records each call it answered, as the recording has it
+        return sorted(db_rows(tmp_path, "select status_code, stream, response from llm_calls "
+                                        "where run_id = ?", (run,)))
+    assert answers(new_run) == answers(run_id) != []
 
 
 def test_a_seed_like_script_replays_live_and_offline(recorded):

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tracer.store import now
 from tracer.transport import Exchange, decode_body
 
 # Headers that belong to one connection, not to the request or response being forwarded.
@@ -108,9 +108,11 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
                             stream=isinstance(parsed, dict) and parsed.get("stream") is True)
         t0 = time.perf_counter()
 
-        def finish(status: int | None, content: bytes | None, error: str | None) -> None:
+        def finish(status: int | None, content: bytes | None, error: str | None,
+                   elapsed_s: float | None = None) -> None:
             exchange.status_code = status
-            exchange.latency_ms = (time.perf_counter() - t0) * 1000
+            elapsed_s = time.perf_counter() - t0 if elapsed_s is None else elapsed_s
+            exchange.latency_ms = elapsed_s * 1000
             if content is not None:  # the exact text, so a replay sends the same bytes
                 exchange.response = content.decode("utf-8", "replace")
             exchange.error = error
@@ -118,9 +120,16 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
 
         if responder is not None:
             answer = await responder(slot, request.method, request.url.path, body)
-            finish(answer.status_code, answer.body, None)
+            elapsed_s = time.perf_counter() - t0
+
+            async def record() -> None:  # async: runs on this loop, where the store lives
+                finish(answer.status_code, answer.body, None, elapsed_s)
+
             media = "text/event-stream" if answer.stream else "application/json"
-            return Response(answer.body, status_code=answer.status_code, media_type=media)
+            # Recorded once the answer is sent, as a forwarded one is once its body is: the
+            # script does not wait for the database write (bench/bench_command_replay.py).
+            return Response(answer.body, status_code=answer.status_code, media_type=media,
+                            background=BackgroundTask(record))
 
         url = target(request)
         exchange.url = url
