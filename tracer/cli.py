@@ -321,6 +321,26 @@ def import_(db_path: str, file: str) -> None:
 
 
 @cli.command()
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge(target: str, shards: tuple[str, ...]) -> None:
+    """Merge the trace databases SHARDS into TARGET (created if missing), keeping run ids.
+
+    Each shard goes in as one transaction; a run already in TARGET is skipped, so an
+    interrupted merge can be run again. Two different runs with one id: exit 2, nothing merged.
+    """
+    from tracer.merge import merge as merge_databases
+    from tracer.store import secrets_from_environ
+
+    result = merge_databases(target, shards, secrets=secrets_from_environ())
+    for run_id in result.skipped:
+        click.echo(f"skipped run {run_id}: already in {target}", err=True)
+    rows = result.rows
+    out(f"merged {len(result.merged)} run(s), {rows.get('episodes', 0)} episode(s), "
+        f"{rows.get('steps', 0)} step(s) from {len(shards)} shard(s) into {target}")
+
+
+@cli.command()
 @db_option
 @click.argument("a")
 @click.argument("b", required=False)
