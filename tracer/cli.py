@@ -397,9 +397,12 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="With --all: replay in N processes, each recording into a shard merged into "
+                   "the database at the end (default: the number of cores; 1: in this process).")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool) -> None:
+           no_record: bool, workers: int | None) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -409,8 +412,8 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
 
     if bool(run) == all_runs:
         fail("give one RUN id (or 'latest') or --all")
-    if not all_runs and (task or since or status):
-        fail("--task, --since and --status filter --all")
+    if not all_runs and (task or since or status or workers):
+        fail("--task, --since, --status and --workers go with --all")
     with naming(db_path):
         store = open_store(db_path)
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
@@ -428,16 +431,42 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         for line in describe(report):
             click.echo(line, err=True)
         raise click.exceptions.Exit(1 if report.diverged else 0)
-    reports = []
-    with naming(db_path), click.progressbar(run_ids, label="replaying", file=sys.stderr) as bar:
-        for run_id in bar:
-            reports.append(replay_run(store, run_id, **options))
-    for report in reports:
-        verdict = f"DIVERGED: {report.first_divergence}" if report.diverged else "same"
-        click.echo(f"{report.run_id}  {len(report.episodes):>3} episode(s)  {verdict}", err=True)
-    diverged = sum(r.diverged for r in reports)
-    click.echo(f"{len(reports)} run(s) replayed, {diverged} diverged", err=True)
-    raise click.exceptions.Exit(1 if diverged else 0)
+    from tracer.workers import RunResult
+
+    workers = min(workers or os.cpu_count() or 1, len(run_ids))
+    interrupted = False
+    with naming(db_path), click.progressbar(length=len(run_ids), label="replaying",
+                                            file=sys.stderr) as bar:
+        if workers > 1:
+            from tracer.store import secrets_from_environ
+            from tracer.workers import Options, replay_in_workers
+
+            store.close()
+            results, interrupted = replay_in_workers(
+                db_path, run_ids, workers,
+                Options(offline, env_url, lenient, not no_record, secrets_from_environ()),
+                on_result=lambda result: bar.update(1), emit=click.echo,
+                note=lambda text: click.echo(text, err=True, nl=False))
+        else:
+            results = []
+            for run_id in run_ids:
+                results.append(RunResult(run_id, replay_run(store, run_id, **options)))
+                bar.update(1)
+    for result in results:
+        report = result.report
+        if report is None:
+            verdict = f"FAILED: {result.error}"
+        else:
+            verdict = f"DIVERGED: {report.first_divergence}" if report.diverged else "same"
+        episodes = "  -" if report is None else f"{len(report.episodes):>3}"
+        click.echo(f"{result.run_id}  {episodes} episode(s)  {verdict}", err=True)
+    diverged = sum(r.report is not None and r.report.diverged for r in results)
+    failed = sum(r.failed for r in results)
+    click.echo(f"{len(results)} run(s) replayed, {diverged} diverged"
+               + (f", {failed} failed" if failed else ""), err=True)
+    if interrupted:
+        raise click.Abort()
+    raise click.exceptions.Exit(2 if failed else 1 if diverged else 0)
 
 
 def _iso_time(value: str | None) -> str | None:

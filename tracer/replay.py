@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tracer.agent import Outcome, StopEpisode, run_episode
+from tracer.agent import Interrupted, Outcome, StopEpisode, run_episode
 from tracer.config import Config, ConfigError
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
@@ -243,19 +243,24 @@ def replay_run(
     lenient: bool = False,
     record: bool = True,
     emit: Callable[[str], None] = lambda line: None,
+    into: Store | None = None,
 ) -> ReplayReport:
-    """Re-run every episode of ``run_id`` against recorded LLM responses; report differences."""
+    """Re-run every episode of ``run_id`` against recorded LLM responses; report differences.
+
+    The replay is recorded into ``store``, or into ``into`` (a worker's shard) when given."""
     run, recorded = load_recording(store, run_id)
     config = replay_config(run, env_url)
     if not offline and config.env_base_url:
         check_env(config.env_base_url)
-    recorder = Recorder(store if record else None, store.secrets)
+    target = into or store
+    recorder = Recorder(target if record else None, target.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
     recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
     report = ReplayReport(run_id, recorder.run_id)
     transport = ReplayTransport([], lenient=lenient)
     llm = llm_client(config, recorder, transport=transport)
     recorded_schema = (run["env_schema"] or {}).get("action")
+    interrupted = False
     try:
         for old in recorded:
             transport.begin(old.calls)
@@ -270,10 +275,14 @@ def replay_run(
                 old.episode["position"], old.episode["task"], len(old.steps), len(outcome.steps),
                 divergences(old, outcome, transport),
             ))
+    except (Interrupted, KeyboardInterrupt):
+        interrupted = True
+        raise
     finally:
         if env is not None:
             env.stop()
-        recorder.finish_run("failed" if report.diverged else "completed", int(report.diverged))
+        status = "interrupted" if interrupted else "failed" if report.diverged else "completed"
+        recorder.finish_run(status, 1 if interrupted else int(report.diverged))
     return report
 
 

@@ -1,0 +1,81 @@
+"""tracer replay --all --workers N: the same replay as one process, in N processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from tests.test_replay import record, replay
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    """Three recorded runs; the third's second LLM request was changed, so it diverges."""
+    tmp = tmp_path_factory.mktemp("recordings")
+    for tasks in (("alpha",), ("beta", "gamma"), ("delta",)):
+        record(tmp, tasks=tasks)
+    db = tmp / "traces.db"
+    with sqlite3.connect(db) as conn:
+        (third,) = conn.execute("select id from runs order by started_at limit 1 offset 2").fetchone()
+        conn.execute("update llm_calls set request = replace(request, 'Step: 2', 'Step: two'), "
+                     "request_hash = 'changed' where run_id = ? and position = 2", [third])
+    conn.close()
+    return db
+
+
+def copy(db: Path, tmp_path: Path, name: str) -> str:
+    shutil.copy(db, tmp_path / name)
+    return str(tmp_path / name)
+
+
+def summary(stderr: str) -> list[str]:
+    """The per-run verdicts and the total, without the progress bar."""
+    return [line for line in stderr.splitlines() if not line.startswith("replaying")]
+
+
+def replays(db: str) -> list[tuple[str, str]]:
+    """Each replay run's recorded stdout lines, by the run it replayed."""
+    database = sqlite_utils.Database(db)
+    return sorted((r["replay_of"], r["log"]) for r in database.query(
+        "select runs.replay_of, group_concat(line, char(10)) as log from runs join lines "
+        "on lines.run_id = runs.id where replay_of is not null group by runs.id order by lines.id"))
+
+
+def test_two_workers_replay_as_one_process_does(recordings, tmp_path):
+    one, two = copy(recordings, tmp_path, "one.db"), copy(recordings, tmp_path, "two.db")
+    single = replay(one, "--all", "--offline", "--workers", "1")
+    double = replay(two, "--all", "--offline", "--workers", "2")
+    assert single.exit_code == double.exit_code == 1, double.output
+    assert double.stdout == single.stdout and single.stdout.count("[END]") == 4
+    assert summary(double.stderr) == summary(single.stderr)
+    assert summary(double.stderr)[-1] == "3 run(s) replayed, 1 diverged"
+    assert replays(two) == replays(one) and len(replays(two)) == 3
+    assert not [name for name in os.listdir(tmp_path) if ".shards-" in name]  # merged, gone
+
+
+def test_a_worker_that_dies_fails_its_run_only(recordings, tmp_path, monkeypatch):
+    import tracer.replay
+
+    db = copy(recordings, tmp_path, "traces.db")
+    victim = sqlite_utils.Database(db).execute(
+        "select id from runs order by started_at limit 1 offset 1").fetchone()[0]
+    real = tracer.replay.replay_run
+
+    def dies_on_the_victim(store, run_id, **options):
+        if run_id == victim:
+            os._exit(3)  # the worker process dies mid-run, as with an OOM kill or a segfault
+        return real(store, run_id, **options)
+
+    monkeypatch.setattr(tracer.replay, "replay_run", dies_on_the_victim)
+    result = replay(db, "--all", "--offline", "--workers", "2")
+    assert result.exit_code == 2, result.output
+    lines = summary(result.stderr)
+    assert f"{victim}    - episode(s)  FAILED: its worker process died (exit code 3)" in lines
+    assert lines[-1] == "3 run(s) replayed, 1 diverged, 1 failed"
+    assert result.stdout.count("[END]") == 2  # the other runs' episodes, in order
+    assert len(replays(db)) == 2
