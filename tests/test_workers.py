@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 
+from tests.conftest import free_port
+from tests.test_cli_fixtures import snapshot
 from tests.test_replay import record, replay
 
 
@@ -79,3 +82,35 @@ def test_a_worker_that_dies_fails_its_run_only(recordings, tmp_path, monkeypatch
     assert lines[-1] == "3 run(s) replayed, 1 diverged, 1 failed"
     assert result.stdout.count("[END]") == 2  # the other runs' episodes, in order
     assert len(replays(db)) == 2
+
+
+def test_a_ray_replay_on_a_local_instance_gives_the_same_verdicts(recordings, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'openenv-tracer[ray]'")
+    one, ray = copy(recordings, tmp_path, "one.db"), copy(recordings, tmp_path, "ray.db")
+    single = replay(one, "--all", "--offline", "--workers", "1")
+    on_ray = replay(ray, "--all", "--offline", "--ray", "--workers", "2")
+    assert on_ray.exit_code == single.exit_code == 1, on_ray.output
+    assert on_ray.stdout == single.stdout
+    assert summary(on_ray.stderr) == summary(single.stderr)
+    assert replays(ray) == replays(one)
+
+
+def test_an_unreachable_ray_address_is_one_line(recordings, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'openenv-tracer[ray]'")
+    db = copy(recordings, tmp_path, "traces.db")
+    address = f"127.0.0.1:{free_port()}"
+    result = replay(db, "--all", "--offline", "--ray", address)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: the Ray cluster at {address} could not be reached " \
+                            "(Connection refused)\n"
+
+
+def test_ray_not_installed_says_how_to_install_it(recordings, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as without the extra
+    db = copy(recordings, tmp_path, "traces.db")
+    before = snapshot(Path(db))
+    result = replay(db, "--all", "--offline", "--ray")
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: --ray needs Ray, which is not installed: "
+                             "pip install 'openenv-tracer[ray]'\n")
+    assert snapshot(Path(db)) == before

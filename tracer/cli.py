@@ -400,9 +400,13 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="With --all: replay in N processes, each recording into a shard merged into "
                    "the database at the end (default: the number of cores; 1: in this process).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]",
+              help="With --all: run the workers as Ray actors on the cluster at ADDRESS "
+                   "(without one: a running local cluster, or a new local instance).")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool, workers: int | None) -> None:
+           no_record: bool, workers: int | None, ray_address: str | None) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -412,8 +416,12 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
 
     if bool(run) == all_runs:
         fail("give one RUN id (or 'latest') or --all")
-    if not all_runs and (task or since or status or workers):
-        fail("--task, --since, --status and --workers go with --all")
+    if not all_runs and (task or since or status or workers or ray_address is not None):
+        fail("--task, --since, --status, --workers and --ray go with --all")
+    if ray_address is not None:
+        from tracer.ray_workers import import_ray
+
+        ray = import_ray()  # not installed: say how, before anything else
     with naming(db_path):
         store = open_store(db_path)
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
@@ -433,20 +441,32 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         raise click.exceptions.Exit(1 if report.diverged else 0)
     from tracer.workers import RunResult
 
-    workers = min(workers or os.cpu_count() or 1, len(run_ids))
+    if ray_address is not None:
+        from tracer.ray_workers import connect
+
+        connect(ray, ray_address or None)
     interrupted = False
     with naming(db_path), click.progressbar(length=len(run_ids), label="replaying",
                                             file=sys.stderr) as bar:
-        if workers > 1:
-            from tracer.store import secrets_from_environ
-            from tracer.workers import Options, replay_in_workers
+        from tracer.store import secrets_from_environ
+        from tracer.workers import Options
+
+        fan_out: dict[str, Any] = {
+            "on_result": lambda result: bar.update(1), "emit": click.echo,
+            "note": lambda text: click.echo(text, err=True, nl=False)}
+        settings = Options(offline, env_url, lenient, not no_record, secrets_from_environ())
+        if ray_address is not None:
+            from tracer.ray_workers import replay_in_ray
 
             store.close()
-            results, interrupted = replay_in_workers(
-                db_path, run_ids, workers,
-                Options(offline, env_url, lenient, not no_record, secrets_from_environ()),
-                on_result=lambda result: bar.update(1), emit=click.echo,
-                note=lambda text: click.echo(text, err=True, nl=False))
+            results, interrupted = replay_in_ray(db_path, run_ids, settings, workers,
+                                                 **fan_out)
+        elif (workers := min(workers or os.cpu_count() or 1, len(run_ids))) > 1:
+            from tracer.workers import replay_in_workers
+
+            store.close()
+            results, interrupted = replay_in_workers(db_path, run_ids, workers, settings,
+                                                     **fan_out)
         else:
             results = []
             for run_id in run_ids:

@@ -209,8 +209,8 @@ def _count_sql(conn: sqlite3.Connection, table: _Table) -> list[str]:
     if table.owner == "episode_id":
         return [by_episode]
     if "episode_id" in leading:
-        return [by_episode, f"select run_id, count(*) from [{name}] where episode_id is null "
-                            "group by run_id"]
+        by_run = f"select run_id, count(*) from [{name}] where episode_id is null group by run_id"
+        return [by_episode, by_run]
     return [f"select run_id, count(*) from [{name}] group by run_id"]
 
 

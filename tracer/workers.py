@@ -121,7 +121,7 @@ def preload(options: Options) -> None:
         import_openenv()
         import openenv.core.generic_client  # noqa: F401
         if not options.env_url:  # runs recorded with the embedded env start it again
-            import tracer.echo_env  # noqa: F401
+            import tracer.echo_env
             import tracer.servers  # noqa: F401
 
 
@@ -131,6 +131,31 @@ class _Worker:
     conn: Connection
     shard: str | None
     run_id: str | None = None
+
+
+class InOrder:
+    """Collects results as runs end; prints each run's notes and lines in the order of runs."""
+
+    def __init__(self, run_ids: list[str], on_result: Callable[[RunResult], None],
+                 emit: Callable[[str], None], note: Callable[[str], None]):
+        self.run_ids, self.on_result, self.emit, self.note = run_ids, on_result, emit, note
+        self.found: dict[str, RunResult] = {}
+        self.printed = 0
+
+    def add(self, result: RunResult) -> None:
+        self.found[result.run_id] = result
+        self.on_result(result)
+        while self.printed < len(self.run_ids) and self.run_ids[self.printed] in self.found:
+            done = self.found[self.run_ids[self.printed]]
+            if done.notes:
+                self.note(done.notes)
+            for line in done.lines:
+                self.emit(line)
+            self.printed += 1
+
+    def results(self) -> list[RunResult]:
+        """Return the results in the order of runs; runs never replayed are left out."""
+        return [self.found[r] for r in self.run_ids if r in self.found]
 
 
 def shard_dir(db_path: str) -> Path:
@@ -162,9 +187,9 @@ def replay_in_workers(
     if options.record:
         directory.mkdir(exist_ok=True)
     pending = deque(run_ids)
-    results: dict[str, RunResult] = {}
     shards: list[str] = []
-    printed = 0
+    collected = InOrder(run_ids, on_result, emit, note)
+    finished = collected.add
 
     def start() -> _Worker:
         shard = str(directory / f"worker-{len(shards) + 1}.db") if options.record else None
@@ -183,18 +208,6 @@ def replay_in_workers(
             worker.conn.send(worker.run_id)
         except (BrokenPipeError, OSError):
             pass  # it died meanwhile: its sentinel says so next
-
-    def finished(result: RunResult) -> None:
-        nonlocal printed
-        results[result.run_id] = result
-        on_result(result)
-        while printed < len(run_ids) and run_ids[printed] in results:
-            done = results[run_ids[printed]]
-            if done.notes:
-                note(done.notes)
-            for line in done.lines:
-                emit(line)
-            printed += 1
 
     interrupted = False
     busy: list[_Worker] = []
@@ -215,8 +228,8 @@ def replay_in_workers(
         for worker in busy:
             worker.process.kill()
     if shards:
-        _merge_shards(db_path, shards, directory, options)
-    return [results[r] for r in run_ids if r in results], interrupted
+        merge_shards(db_path, shards, directory, options)
+    return collected.results(), interrupted
 
 
 def _collect(busy: list[_Worker], finished: Callable, hand_out: Callable, start: Callable,
@@ -264,7 +277,7 @@ def _drain(busy: list[_Worker], finished: Callable) -> None:
         worker.process.join(STOP_TIMEOUT_S)
 
 
-def _merge_shards(db_path: str, shards: list[str], directory: Path, options: Options) -> None:
+def merge_shards(db_path: str, shards: list[str], directory: Path, options: Options) -> None:
     """Merge the shards into the target, then remove them; on failure, say where they are."""
     from tracer.merge import merge
     from tracer.store import TraceError
