@@ -70,8 +70,11 @@ def shards_of(single: Path, tmp_path: Path) -> list[Path]:
 
 def test_a_merge_of_shards_equals_the_single_process_recording(recording, tmp_path):
     target = tmp_path / "merged.db"
-    result = tracer("merge", str(target), *map(str, shards_of(recording, tmp_path)))
+    shards = shards_of(recording, tmp_path)
+    before = [snapshot(s) for s in shards]
+    result = tracer("merge", str(target), *map(str, shards))
     assert result.exit_code == 0, result.output
+    assert [snapshot(s) for s in shards] == before  # shards of the current schema are only read
     assert result.stdout == (f"merged 3 run(s), 4 episode(s), 11 step(s) from 2 shard(s) "
                              f"into {target}\n")
     assert counts(target) == counts(recording)

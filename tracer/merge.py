@@ -124,11 +124,15 @@ def _refuse_the_target(target: Path, shard: Path) -> None:
 
 
 def _open_shard(path: Path, secrets: Iterable[str]) -> Store:
-    """Open a shard through the store: refused unless a trace database; migrated if older."""
+    """Open a shard through the store: refused unless a trace database; migrated if older,
+    otherwise only read."""
     _check_existing(path)
     if path.stat().st_size == 0:
         raise TraceError(f"{path}: not a trace database (an empty file)")
-    return Store(path, secrets=secrets)
+    try:
+        return Store(path, create=False)
+    except TraceError:  # an older schema (migrated here), or refused again, with its reason
+        return Store(path, secrets=secrets)
 
 
 # -- checking run ids --------------------------------------------------------------------
