@@ -396,6 +396,10 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--offline", is_flag=True, help="Serve the recorded env responses too: no env needed.")
 @click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
+@click.option("--through-client", is_flag=True,
+              help="With --offline: send every LLM call through the openai client, for when the "
+                   "client is under test (default: answered from the recording, 5x faster; "
+                   "requests are checked either way).")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="With --all: replay in N processes, each recording into a shard merged into "
@@ -406,7 +410,8 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
                    "(without one: a running local cluster, or a new local instance).")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool, workers: int | None, ray_address: str | None) -> None:
+           no_record: bool, workers: int | None, ray_address: str | None,
+           through_client: bool) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -432,7 +437,7 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
     for url in sorted(env_urls - {None}):
         check_env(url)
     options = {"offline": offline, "env_url": env_url, "lenient": lenient,
-               "record": not no_record, "emit": click.echo}
+               "record": not no_record, "emit": click.echo, "through_client": through_client}
     if not all_runs:
         with naming(db_path):
             report = replay_run(store, run_ids[0], **options)
@@ -454,7 +459,8 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         fan_out: dict[str, Any] = {
             "on_result": lambda result: bar.update(1), "emit": click.echo,
             "note": lambda text: click.echo(text, err=True, nl=False)}
-        settings = Options(offline, env_url, lenient, not no_record, secrets_from_environ())
+        settings = Options(offline, env_url, lenient, not no_record, secrets_from_environ(),
+                           through_client)
         if ray_address is not None:
             from tracer.ray_workers import replay_in_ray
 
@@ -482,8 +488,11 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         click.echo(f"{result.run_id}  {episodes} episode(s)  {verdict}", err=True)
     diverged = sum(r.report is not None and r.report.diverged for r in results)
     failed = sum(r.failed for r in results)
+    fast = any(r.report is not None and r.report.from_recording for r in results)
     click.echo(f"{len(results)} run(s) replayed, {diverged} diverged"
-               + (f", {failed} failed" if failed else ""), err=True)
+               + (f", {failed} failed" if failed else "")
+               + (" (LLM calls answered from the recording, not through the openai client)"
+                  if fast else ""), err=True)
     if interrupted:
         raise click.Abort()
     raise click.exceptions.Exit(2 if failed else 1 if diverged else 0)

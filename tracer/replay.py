@@ -111,6 +111,10 @@ class ReplayTransport(httpx.BaseTransport):
         self.position += 1
         return _response_from(call)
 
+    def next_call(self) -> dict[str, Any] | None:
+        """Return the recorded exchange the next request will be answered with, if any."""
+        return self.calls[self.position] if self.position < len(self.calls) else None
+
     @property
     def unused(self) -> int:
         return len(self.calls) - self.position
@@ -125,6 +129,8 @@ class _Result:
 
 class OfflineEnv:
     """An env client that answers reset and step from a recorded episode."""
+
+    closes_at_once = True  # close() does nothing: no thread needed to guard it
 
     def __init__(self, episode: dict[str, Any], steps: list[dict[str, Any]]):
         self.reset_data = episode["reset_observation"] or {}
@@ -172,6 +178,7 @@ class ReplayReport:
     run_id: str
     replay_run_id: str | None
     episodes: list[EpisodeReport] = field(default_factory=list)
+    from_recording: int = 0  # LLM calls the fast offline path answered (0: all via the client)
 
     @property
     def diverged(self) -> bool:
@@ -244,10 +251,13 @@ def replay_run(
     record: bool = True,
     emit: Callable[[str], None] = lambda line: None,
     into: Store | None = None,
+    through_client: bool = False,
 ) -> ReplayReport:
     """Re-run every episode of ``run_id`` against recorded LLM responses; report differences.
 
-    The replay is recorded into ``store``, or into ``into`` (a worker's shard) when given."""
+    The replay is recorded into ``store``, or into ``into`` (a worker's shard) when given.
+    Offline, the agent loop's LLM calls are answered from the recording without the openai
+    client (``tracer.recorded_llm``), unless ``through_client``."""
     run, recorded = load_recording(store, run_id)
     config = replay_config(run, env_url)
     if not offline and config.env_base_url:
@@ -259,6 +269,12 @@ def replay_run(
     report = ReplayReport(run_id, recorder.run_id)
     transport = ReplayTransport([], lenient=lenient)
     llm = llm_client(config, recorder, transport=transport)
+    if offline and not through_client:
+        from tracer.recorded_llm import RecordedLLM
+        from tracer.transport import RecordingTransport
+
+        chain = RecordingTransport(recorder.on_exchange, transport) if recorder.enabled else transport
+        llm = RecordedLLM(llm, chain, transport.next_call, config.api_base_url)
     recorded_schema = (run["env_schema"] or {}).get("action")
     interrupted = False
     try:
@@ -281,6 +297,7 @@ def replay_run(
     finally:
         if env is not None:
             env.stop()
+        report.from_recording = getattr(llm, "answered", 0)
         status = "interrupted" if interrupted else "failed" if report.diverged else "completed"
         recorder.finish_run(status, 1 if interrupted else int(report.diverged))
     return report
@@ -345,6 +362,9 @@ def _unique(items: Iterable[str]) -> list[str]:
 def describe(report: ReplayReport) -> list[str]:
     """Return the human report of a replay, first divergence named plainly first."""
     target = f" (recorded as run {report.replay_run_id})" if report.replay_run_id else ""
+    if report.from_recording:
+        target += (f" [{report.from_recording} LLM call(s) answered from the recording, "
+                   "not through the openai client]")
     if not report.diverged:
         steps = sum(e.replayed_steps for e in report.episodes)
         return [f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "

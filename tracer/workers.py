@@ -55,6 +55,7 @@ class Options:
     lenient: bool = False
     record: bool = True
     secrets: list[str] = field(default_factory=list)
+    through_client: bool = False
 
 
 def replay_one(source: Any, shard: Any, run_id: str, options: Options) -> RunResult:
@@ -70,7 +71,8 @@ def replay_one(source: Any, shard: Any, run_id: str, options: Options) -> RunRes
         with contextlib.redirect_stderr(notes):
             report = replay_run(source, run_id, offline=options.offline, env_url=options.env_url,
                                 lenient=options.lenient, record=options.record,
-                                emit=lines.append, into=shard)
+                                emit=lines.append, into=shard,
+                                through_client=options.through_client)
     except Interrupted:
         error = "interrupted"
     except TraceError as exc:
