@@ -11,7 +11,8 @@ from a fresh copy of that database:
 
 Prints episodes/s and the ratio to one process (the target is 0.8 x N), and checks that every
 run replayed with no divergence and that each database got one replay per run.
-Run: ``python bench/bench_workers.py [--runs 40] [--episodes-per-run 25] [--workers N] [--ray]``.
+Run: ``python bench/bench_workers.py [--runs 40] [--episodes-per-run 25] [--workers N] [--ray]
+[--through-client]``.
 """
 
 from __future__ import annotations
@@ -77,21 +78,22 @@ def replays(db: Path) -> int:
         return conn.execute("select count(*) from runs where replay_of is not null").fetchone()[0]
 
 
-def one_process(db: Path, ids: list[str]) -> list[bool]:
+def one_process(db: Path, ids: list[str], options: Options) -> list[bool]:
     store = Store(db, create=False)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            return [replay_run(store, run_id, offline=True).diverged for run_id in ids]
+            return [replay_run(store, run_id, offline=True,
+                               through_client=options.through_client).diverged for run_id in ids]
     finally:
         store.close()
 
 
-def in_workers(db: Path, ids: list[str], workers: int) -> list[bool]:
-    results, _ = replay_in_workers(str(db), ids, workers, Options(offline=True))
+def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
+    results, _ = replay_in_workers(str(db), ids, workers, options)
     return [r.report is None or r.report.diverged for r in results]
 
 
-def on_ray(db: Path, ids: list[str], workers: int) -> tuple[list[bool], float]:
+def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[list[bool], float]:
     import ray
 
     from tracer.ray_workers import connect, replay_in_ray
@@ -99,7 +101,7 @@ def on_ray(db: Path, ids: list[str], workers: int) -> tuple[list[bool], float]:
     start = time.perf_counter()
     connect(ray, None)
     started = time.perf_counter() - start
-    results, _ = replay_in_ray(str(db), ids, Options(offline=True), workers)
+    results, _ = replay_in_ray(str(db), ids, options, workers)
     return [r.report is None or r.report.diverged for r in results], started
 
 
@@ -109,20 +111,24 @@ def main() -> None:
     parser.add_argument("--episodes-per-run", type=int, default=25)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ray", action="store_true", help="also through Ray (local instance)")
+    parser.add_argument("--through-client", action="store_true",
+                        help="replay through the openai client (default: the fast offline path)")
     args = parser.parse_args()
+    options = Options(offline=True, through_client=args.through_client)
     episodes = args.runs * args.episodes_per_run
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
         source = build(tmp, args.runs, args.episodes_per_run)
         ids = run_ids(source)
+        print(f"LLM calls {'through the openai client' if args.through_client else 'answered from the recording'}")
         print(f"recorded {args.runs} runs x {args.episodes_per_run} episodes x 8 steps "
               f"({episodes} episodes) in {time.perf_counter() - start:.1f} s; "
               f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
         figures = {}
         problems = []
-        jobs = [("1 process", lambda db: one_process(db, ids)),
-                (f"{args.workers} workers", lambda db: in_workers(db, ids, args.workers))]
+        jobs = [("1 process", lambda db: one_process(db, ids, options)),
+                (f"{args.workers} workers", lambda db: in_workers(db, ids, args.workers, options))]
         if args.ray:
             jobs.append((f"ray, {args.workers} actors", None))
         for name, job in jobs:
@@ -132,7 +138,7 @@ def main() -> None:
             shutil.copy(source, db)
             t0 = time.perf_counter()
             if job is None:
-                verdicts, started = on_ray(db, ids, args.workers)
+                verdicts, started = on_ray(db, ids, args.workers, options)
                 took = time.perf_counter() - t0 - started
                 name += f" (after ray.init: {started:.1f} s)"
             else:

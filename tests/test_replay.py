@@ -283,3 +283,11 @@ def test_a_changed_prompt_is_caught_with_the_same_diff_on_both_paths(tmp_path):
     path = " [1 LLM call(s) answered from the recording, not through the openai client]"
     assert path in fast.stderr and fast.stderr.replace(path, "") == client.stderr
     assert "messages[1].content: at character 7: 'Step: two" in fast.stderr
+
+
+def test_through_client_goes_with_offline(tmp_path):
+    db, _ = record(tmp_path)
+    result = replay(db, "latest", "--through-client")
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: --through-client goes with --offline (a live replay always "
+                             "uses the client)\n")

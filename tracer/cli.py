@@ -398,8 +398,8 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
 @click.option("--through-client", is_flag=True,
               help="With --offline: send every LLM call through the openai client, for when the "
-                   "client is under test (default: answered from the recording, 5x faster; "
-                   "requests are checked either way).")
+                   "client is under test (default: answered from the recording, several times "
+                   "faster; requests are checked either way).")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="With --all: replay in N processes, each recording into a shard merged into "
@@ -423,6 +423,8 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         fail("give one RUN id (or 'latest') or --all")
     if not all_runs and (task or since or status or workers or ray_address is not None):
         fail("--task, --since, --status, --workers and --ray go with --all")
+    if through_client and not offline:
+        fail("--through-client goes with --offline (a live replay always uses the client)")
     if ray_address is not None:
         from tracer.ray_workers import import_ray
 
