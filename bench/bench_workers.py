@@ -11,8 +11,9 @@ from a fresh copy of that database:
 
 Prints episodes/s and the ratio to one process (the target is 0.8 x N), and checks that every
 run replayed with no divergence and that each database got one replay per run.
-Run: ``python bench/bench_workers.py [--runs 40] [--episodes-per-run 25] [--workers N] [--ray]
-[--through-client]``.
+Alternated rounds (``--rounds``, default 3): the median rate and the median of the paired
+ratios. Run: ``python bench/bench_workers.py [--runs 16] [--episodes-per-run 25] [--workers N]
+[--rounds 3] [--ray] [--through-client]``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import io
 import os
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -107,51 +109,62 @@ def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--episodes-per-run", type=int, default=25)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ray", action="store_true", help="also through Ray (local instance)")
     parser.add_argument("--through-client", action="store_true",
                         help="replay through the openai client (default: the fast offline path)")
     args = parser.parse_args()
     options = Options(offline=True, through_client=args.through_client)
     episodes = args.runs * args.episodes_per_run
+    path = "through the openai client" if args.through_client else "answered from the recording"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
         source = build(tmp, args.runs, args.episodes_per_run)
         ids = run_ids(source)
-        print(f"LLM calls {'through the openai client' if args.through_client else 'answered from the recording'}")
         print(f"recorded {args.runs} runs x {args.episodes_per_run} episodes x 8 steps "
-              f"({episodes} episodes) in {time.perf_counter() - start:.1f} s; "
+              f"({episodes} episodes) in {time.perf_counter() - start:.1f} s; LLM calls {path}; "
               f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-        figures = {}
-        problems = []
-        jobs = [("1 process", lambda db: one_process(db, ids, options)),
-                (f"{args.workers} workers", lambda db: in_workers(db, ids, args.workers, options))]
+        jobs = {"1 process": lambda db: one_process(db, ids, options),
+                f"{args.workers} workers": lambda db: in_workers(db, ids, args.workers, options)}
         if args.ray:
-            jobs.append((f"ray, {args.workers} actors", None))
-        for name, job in jobs:
-            db = tmp / "work.db"
-            for leftover in tmp.glob("work.db*"):
-                leftover.unlink()
-            shutil.copy(source, db)
-            t0 = time.perf_counter()
-            if job is None:
-                verdicts, started = on_ray(db, ids, args.workers, options)
-                took = time.perf_counter() - t0 - started
-                name += f" (after ray.init: {started:.1f} s)"
-            else:
-                verdicts = job(db)
-                took = time.perf_counter() - t0
-            figures[name] = episodes / took
-            if any(verdicts) or len(verdicts) != len(ids) or replays(db) != len(ids):
-                problems.append(f"{name}: {sum(verdicts)} diverged or failed, "
-                                f"{replays(db)} replays recorded for {len(ids)} runs")
-        base = next(iter(figures.values()))
-        for name, rate in figures.items():
-            print(f"{name:<40} {rate:8.1f} episodes/s  {rate / base:5.2f}x one process")
-        print(f"target: >= {0.8 * args.workers:.1f}x with {args.workers} workers")
+            jobs[f"ray, {args.workers} actors"] = None
+        names = list(jobs)
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+        starts: list[float] = []
+        problems = []
+        for round_ in range(args.rounds):  # alternated: the load of other processes drifts
+            for name in (names if round_ % 2 == 0 else names[::-1]):
+                db = tmp / "work.db"
+                for leftover in tmp.glob("work.db*"):
+                    leftover.unlink()
+                shutil.copy(source, db)
+                t0 = time.perf_counter()
+                if jobs[name] is None:
+                    verdicts, started = on_ray(db, ids, args.workers, options)
+                    starts.append(started)
+                    took = time.perf_counter() - t0 - started
+                else:
+                    verdicts = jobs[name](db)
+                    took = time.perf_counter() - t0
+                rates[name].append(episodes / took)
+                if any(verdicts) or len(verdicts) != len(ids) or replays(db) != len(ids):
+                    problems.append(f"{name}: {sum(verdicts)} diverged or failed, "
+                                    f"{replays(db)} replays recorded for {len(ids)} runs")
+            for name in names[1:]:
+                ratios[name].append(rates[name][-1] / rates[names[0]][-1])
+        for name in names:
+            ratio = statistics.median(ratios[name]) if name in ratios else 1.0
+            print(f"{name:<20} {statistics.median(rates[name]):7.1f} episodes/s (median of "
+                  f"{args.rounds})  {ratio:5.2f}x one process (median of paired rounds)")
+        if starts:
+            print(f"ray.init (not counted above): {statistics.median(starts):.1f} s")
+        print(f"target: >= {0.8 * args.workers:.1f}x with {args.workers} workers; load now "
+              f"{os.getloadavg()[0]:.1f}")
         print("every run replayed the same, one replay recorded per run" if not problems
               else "PROBLEM: " + "; ".join(problems))
         sys.exit(1 if problems else 0)

@@ -115,3 +115,33 @@ def test_ray_not_installed_says_how_to_install_it(recordings, tmp_path, monkeypa
     assert result.stderr == ("Error: --ray needs Ray, which is not installed: "
                              "pip install 'openenv-tracer[ray]'\n")
     assert snapshot(Path(db)) == before
+
+
+def test_an_interrupt_stops_the_workers_and_keeps_what_finished(recordings, tmp_path):
+    from tracer.queries import open_store, show_run
+    from tracer.workers import Options, replay_in_workers
+
+    db = copy(recordings, tmp_path, "traces.db")
+    ids = [r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")]
+
+    seen = []
+
+    def ctrl_c_after_the_first_run(result):
+        seen.append(result)
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C in the driver, while the other worker is busy
+
+    results, interrupted = replay_in_workers(db, ids, 2, Options(offline=True),
+                                             on_result=ctrl_c_after_the_first_run)
+    assert interrupted
+    assert ids[2] not in [r.run_id for r in results]  # never handed out
+    database = sqlite_utils.Database(db)
+    store = open_store(db)  # as list and show see them: a run whose worker is gone ended
+    shown = [show_run(store, r["id"]) for r in database.query(
+        "select id from runs where replay_of is not null")]
+    store.close()
+    assert ids[2] not in [run["replay_of"] for run in shown] and 1 <= len(shown) <= 2
+    for run in shown:
+        assert run["status"] in ("completed", "failed", "interrupted")
+        assert {e["status"] for e in run["episodes"]} <= {"completed", "failed", "interrupted"}
+    assert not [name for name in os.listdir(tmp_path) if ".shards-" in name]

@@ -104,8 +104,8 @@ def _serve(db_path: str, shard_path: str | None, options: Options, conn: Connect
     # which ends the current episode at a safe point (its [END] printed and recorded).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with worker_stores(db_path, shard_path, options) as (source, shard), \
-                signals_end_episodes():
+        with signals_end_episodes(), \
+                worker_stores(db_path, shard_path, options) as (source, shard):
             while (run_id := conn.recv()) is not None:
                 conn.send(replay_one(source, shard, run_id, options))
     except (Interrupted, EOFError, BrokenPipeError):  # stopped, or the driver is gone
@@ -179,8 +179,8 @@ def replay_in_workers(
 
     ``on_result`` is called as each run ends (for a progress bar); ``emit`` gets every stdout
     line and ``note`` what each run wrote on stderr, run by run in the order of ``run_ids``.
-    Return the results in that order (runs not
-    replayed after an interrupt left out) and whether the job was interrupted."""
+    Return the results in that order (runs not replayed after an interrupt left out) and
+    whether the job was interrupted."""
     context = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     if context.get_start_method() == "fork":
@@ -284,7 +284,8 @@ def merge_shards(db_path: str, shards: list[str], directory: Path, options: Opti
     from tracer.merge import merge
     from tracer.store import TraceError
 
-    present = [s for s in shards if Path(s).exists()]
+    # A worker stopped while it started may have left no shard, or an empty file.
+    present = [s for s in shards if Path(s).exists() and Path(s).stat().st_size]
     try:
         merge(db_path, present, secrets=options.secrets)
     except TraceError as exc:
