@@ -252,3 +252,42 @@ def test_since_out_of_the_utc_range_is_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.stderr == f"Error: --since {value!r} is out of range: in UTC it is before " \
                                 "year 1 or after year 9999\n"
+
+
+def test_offline_replay_answers_from_the_recording_as_the_client_would(tmp_path):
+    db, recorded = record(tmp_path, tasks=("one", "two"))
+    fast = replay(db, "latest", "--offline")
+    client = replay(db, fast.stderr.split("recorded as run ")[1][:20], "--offline",
+                    "--through-client")  # the fast path's own replay, replayed by the client
+    assert fast.exit_code == client.exit_code == 0, client.output
+    assert fast.stdout == client.stdout == recorded
+    assert "[6 LLM call(s) answered from the recording, not through the openai client]" in fast.stderr
+    assert "answered from the recording" not in client.stderr
+    database = sqlite_utils.Database(db)
+    calls = [list(database.query("select request_hash, response, status_code from llm_calls "
+                                 "where run_id = ? order by id", [run["id"]]))
+             for run in database.query("select id from runs order by started_at")]
+    assert len(calls) == 3 and calls[0] == calls[1] == calls[2]  # each replay recorded the calls
+
+
+def test_a_changed_prompt_is_caught_with_the_same_diff_on_both_paths(tmp_path):
+    db, _ = record(tmp_path)
+    database = sqlite_utils.Database(db)
+    database.execute("update llm_calls set request = replace(request, 'Step: 2', 'Step: two'), "
+                     "request_hash = 'changed' where position = 2")
+    database.conn.commit()
+    fast = replay(db, "latest", "--offline", "--no-record")
+    client = replay(db, "latest", "--offline", "--no-record", "--through-client")
+    assert fast.exit_code == client.exit_code == 1
+    assert fast.stdout == client.stdout
+    path = " [1 LLM call(s) answered from the recording, not through the openai client]"
+    assert path in fast.stderr and fast.stderr.replace(path, "") == client.stderr
+    assert "messages[1].content: at character 7: 'Step: two" in fast.stderr
+
+
+def test_through_client_goes_with_offline(tmp_path):
+    db, _ = record(tmp_path)
+    result = replay(db, "latest", "--through-client")
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: --through-client goes with --offline (a live replay always "
+                             "uses the client)\n")

@@ -436,6 +436,26 @@ def import_(db_path: str, file: str) -> None:
 
 
 @cli.command()
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge(target: str, shards: tuple[str, ...]) -> None:
+    """Merge the trace databases SHARDS into TARGET (created if missing), keeping run ids.
+
+    Each shard goes in as one transaction; a run already in TARGET is skipped, so an
+    interrupted merge can be run again. Two different runs with one id: exit 2, nothing merged.
+    """
+    from tracer.merge import merge as merge_databases
+    from tracer.store import secrets_from_environ
+
+    result = merge_databases(target, shards, secrets=secrets_from_environ())
+    for run_id in result.skipped:
+        click.echo(f"skipped run {run_id}: already in {target}", err=True)
+    rows = result.rows
+    out(f"merged {len(result.merged)} run(s), {rows.get('episodes', 0)} episode(s), "
+        f"{rows.get('steps', 0)} step(s) from {len(shards)} shard(s) into {target}")
+
+
+@cli.command()
 @db_option
 @click.argument("a")
 @click.argument("b", required=False)
@@ -491,12 +511,24 @@ def _pair(row: dict[str, Any], field: str, fmt: Any) -> list[str]:
 @click.option("--offline", is_flag=True, help="Serve the recorded env responses too: no env needed.")
 @click.option("--env-url", metavar="URL", help="Replay against this running env server instead.")
 @click.option("--lenient", is_flag=True, help="Go on by position when a request differs; report it.")
+@click.option("--through-client", is_flag=True,
+              help="With --offline: send every LLM call through the openai client, for when the "
+                   "client is under test (default: answered from the recording, several times "
+                   "faster; requests are checked either way).")
 @click.option("--no-record", is_flag=True, help="Do not record the replay as a new run.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="With --all: replay in N processes, each recording into a shard merged into "
+                   "the database at the end (default: the number of cores; 1: in this process).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]",
+              help="With --all: run the workers as Ray actors on the cluster at ADDRESS "
+                   "(without one: a running local cluster, or a new local instance).")
 @click.option("--cwd", type=click.Path(file_okay=False), metavar="DIR",
               help="Run a recorded command (tracer run) here, not where it was recorded.")
 def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, since: str | None,
            status: str | None, offline: bool, env_url: str | None, lenient: bool,
-           no_record: bool, cwd: str | None) -> None:
+           no_record: bool, workers: int | None, ray_address: str | None,
+           through_client: bool, cwd: str | None) -> None:
     """Re-run a recorded run with no LLM: stdout is the protocol log, stderr the report.
 
     Exit 0 when nothing diverged, 1 when something did, 2 for errors.
@@ -506,8 +538,14 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
 
     if bool(run) == all_runs:
         fail("give one RUN id (or 'latest') or --all")
-    if not all_runs and (task or since or status):
-        fail("--task, --since and --status filter --all")
+    if not all_runs and (task or since or status or workers or ray_address is not None):
+        fail("--task, --since, --status, --workers and --ray go with --all")
+    if through_client and not offline:
+        fail("--through-client goes with --offline (a live replay always uses the client)")
+    if ray_address is not None:
+        from tracer.ray_workers import import_ray
+
+        ray = import_ray()  # not installed: say how, before anything else
     with naming(db_path):
         store = open_store(db_path)
         run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
@@ -518,23 +556,66 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
     for env in sorted(envs - {None}):
         check_env(*env)
     options = {"offline": offline, "env_url": env_url, "lenient": lenient,
-               "record": not no_record, "emit": click.echo, "cwd": cwd}
+               "record": not no_record, "emit": click.echo, "through_client": through_client,
+               "cwd": cwd}
     if not all_runs:
         with naming(db_path):
             report = replay_run(store, run_ids[0], **options)
         for line in describe(report):
             click.echo(line, err=True)
         raise click.exceptions.Exit(1 if report.diverged else 0)
-    reports = []
-    with naming(db_path), click.progressbar(run_ids, label="replaying", file=sys.stderr) as bar:
-        for run_id in bar:
-            reports.append(replay_run(store, run_id, **options))
-    for report in reports:
-        verdict = f"DIVERGED: {report.first_divergence}" if report.diverged else "same"
-        click.echo(f"{report.run_id}  {len(report.episodes):>3} episode(s)  {verdict}", err=True)
-    diverged = sum(r.diverged for r in reports)
-    click.echo(f"{len(reports)} run(s) replayed, {diverged} diverged", err=True)
-    raise click.exceptions.Exit(1 if diverged else 0)
+    from tracer.workers import RunResult
+
+    if ray_address is not None:
+        from tracer.ray_workers import connect
+
+        connect(ray, ray_address or None)
+    interrupted = False
+    with naming(db_path), click.progressbar(length=len(run_ids), label="replaying",
+                                            file=sys.stderr) as bar:
+        from tracer.store import secrets_from_environ
+        from tracer.workers import Options
+
+        fan_out: dict[str, Any] = {
+            "on_result": lambda result: bar.update(1), "emit": click.echo,
+            "note": lambda text: click.echo(text, err=True, nl=False)}
+        settings = Options(offline, env_url, lenient, not no_record, secrets_from_environ(),
+                           through_client)
+        if ray_address is not None:
+            from tracer.ray_workers import replay_in_ray
+
+            store.close()
+            results, interrupted = replay_in_ray(db_path, run_ids, settings, workers,
+                                                 **fan_out)
+        elif (workers := min(workers or os.cpu_count() or 1, len(run_ids))) > 1:
+            from tracer.workers import replay_in_workers
+
+            store.close()
+            results, interrupted = replay_in_workers(db_path, run_ids, workers, settings,
+                                                     **fan_out)
+        else:
+            results = []
+            for run_id in run_ids:
+                results.append(RunResult(run_id, replay_run(store, run_id, **options)))
+                bar.update(1)
+    for result in results:
+        report = result.report
+        if report is None:
+            verdict = f"FAILED: {result.error}"
+        else:
+            verdict = f"DIVERGED: {report.first_divergence}" if report.diverged else "same"
+        episodes = "  -" if report is None else f"{len(report.episodes):>3}"
+        click.echo(f"{result.run_id}  {episodes} episode(s)  {verdict}", err=True)
+    diverged = sum(r.report is not None and r.report.diverged for r in results)
+    failed = sum(r.failed for r in results)
+    fast = any(r.report is not None and r.report.from_recording for r in results)
+    click.echo(f"{len(results)} run(s) replayed, {diverged} diverged"
+               + (f", {failed} failed" if failed else "")
+               + (" (LLM calls answered from the recording, not through the openai client)"
+                  if fast else ""), err=True)
+    if interrupted:
+        raise click.Abort()
+    raise click.exceptions.Exit(2 if failed else 1 if diverged else 0)
 
 
 def _iso_time(value: str | None) -> str | None:

@@ -180,7 +180,8 @@ def _ws_error(text: str) -> str:
 
 def replay_command(store: Store, run_id: str, *, offline: bool = False,
                    env_url: str | None = None, lenient: bool = False, record: bool = True,
-                   cwd: str | None = None, recording: CommandRecording | None = None) -> ReplayReport:
+                   cwd: str | None = None, recording: CommandRecording | None = None,
+                   into: Store | None = None) -> ReplayReport:
     """Run a recorded command again against its recorded LLM (and env) answers; report what
     differs. Its stdout is the command's, byte for byte."""
     recording = recording or load_command_recording(store, run_id)
@@ -190,7 +191,7 @@ def replay_command(store: Store, run_id: str, *, offline: bool = False,
     env = EnvReplay(recording, lenient) if offline and recording.env_proxied else None
     recorded = run["config"] or {}
     options = CommandOptions(
-        argv=run["command"], db_path=str(store.path) if record else None,
+        argv=run["command"], db_path=str((into or store).path) if record else None,
         env_url=live_env, env_port=recorded.get("env_port") or 0,
         env_vars=tuple(recorded.get("env_url_vars") or ()),
         seed=run["seed"], cwd=cwd or run["cwd"], replay_of=run_id,

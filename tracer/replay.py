@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tracer.agent import Outcome, StopEpisode, run_episode
+from tracer.agent import Interrupted, Outcome, StopEpisode, run_episode
 from tracer.config import Config, ConfigError
 from tracer.mcp_agent import LIST_TOOLS
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
@@ -112,6 +112,10 @@ class ReplayTransport(httpx.BaseTransport):
         self.position += 1
         return _response_from(call)
 
+    def next_call(self) -> dict[str, Any] | None:
+        """Return the recorded exchange the next request will be answered with, if any."""
+        return self.calls[self.position] if self.position < len(self.calls) else None
+
     @property
     def unused(self) -> int:
         return len(self.calls) - self.position
@@ -126,6 +130,8 @@ class _Result:
 
 class OfflineEnv:
     """An env client that answers reset and step from a recorded episode."""
+
+    closes_at_once = True  # close() does nothing: no thread needed to guard it
 
     def __init__(self, episode: dict[str, Any], steps: list[dict[str, Any]]):
         self.reset_data = episode["reset_observation"] or {}
@@ -176,6 +182,7 @@ class ReplayReport:
     replay_run_id: str | None
     episodes: list[EpisodeReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # differences that are not divergences
+    from_recording: int = 0  # LLM calls the fast offline path answered (0: all via the client)
 
     @property
     def diverged(self) -> bool:
@@ -247,28 +254,41 @@ def replay_run(
     lenient: bool = False,
     record: bool = True,
     emit: Callable[[str], None] = lambda line: None,
+    into: Store | None = None,
+    through_client: bool = False,
     cwd: str | None = None,
 ) -> ReplayReport:
     """Re-run every episode of ``run_id`` against recorded LLM responses; report differences.
 
-    A run recorded by ``tracer run`` runs its command again (``cwd``: elsewhere than recorded);
-    its stdout goes straight to ours, not through ``emit``."""
+    The replay is recorded into ``store``, or into ``into`` (a worker's shard) when given.
+    Offline, the agent loop's LLM calls are answered from the recording without the openai
+    client (``tracer.recorded_llm``), unless ``through_client``. A run recorded by ``tracer
+    run`` runs its command again (``cwd``: elsewhere than recorded); its stdout goes straight
+    to ours, not through ``emit``."""
     if run_kind(store, run_id) == "command":
         from tracer.command_replay import replay_command
 
         return replay_command(store, run_id, offline=offline, env_url=env_url, lenient=lenient,
-                              record=record, cwd=cwd)
+                              record=record, cwd=cwd, into=into)
     run, recorded = load_recording(store, run_id)
     config = replay_config(run, env_url)
     if not offline and config.env_base_url:
         check_env(config.env_base_url)
-    recorder = Recorder(store if record else None, store.secrets)
+    target = into or store
+    recorder = Recorder(target if record else None, target.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
     recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
     report = ReplayReport(run_id, recorder.run_id)
     transport = ReplayTransport([], lenient=lenient)
     llm = llm_client(config, recorder, transport=transport)
+    if offline and not through_client:
+        from tracer.recorded_llm import RecordedLLM
+        from tracer.transport import RecordingTransport
+
+        chain = RecordingTransport(recorder.on_exchange, transport) if recorder.enabled else transport
+        llm = RecordedLLM(llm, chain, transport.next_call, config.api_base_url)
     recorded_schema = (run["env_schema"] or {}).get("action")
+    interrupted = False
     try:
         for old in recorded:
             transport.begin(old.calls)
@@ -283,10 +303,15 @@ def replay_run(
                 old.episode["position"], old.episode["task"], len(old.steps), len(outcome.steps),
                 divergences(old, outcome, transport),
             ))
+    except (Interrupted, KeyboardInterrupt):
+        interrupted = True
+        raise
     finally:
         if env is not None:
             env.stop()
-        recorder.finish_run("failed" if report.diverged else "completed", int(report.diverged))
+        report.from_recording = getattr(llm, "answered", 0)
+        status = "interrupted" if interrupted else "failed" if report.diverged else "completed"
+        recorder.finish_run(status, 1 if interrupted else int(report.diverged))
     return report
 
 
@@ -367,6 +392,9 @@ def describe(report: ReplayReport) -> list[str]:
     """Return the human report of a replay, first divergence named plainly first."""
     target = f" (recorded as run {report.replay_run_id})" if report.replay_run_id else ""
     notes = [f"  note: {n}" for n in report.notes]
+    if report.from_recording:
+        target += (f" [{report.from_recording} LLM call(s) answered from the recording, "
+                   "not through the openai client]")
     if not report.diverged:
         steps = sum(e.replayed_steps for e in report.episodes)
         return [f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "

@@ -1,0 +1,174 @@
+"""How `tracer replay --all --workers N` (and `--ray`) scale against one process.
+
+Records one run of ``--episodes-per-run`` 8-step episodes with the real recorder (embedded
+echo env, local stand-in model), copies it under ``--runs`` run ids (each copy a shard merged
+with ``tracer merge``), then replays every run offline, recording the replays, each time
+from a fresh copy of that database:
+
+- one process: ``replay_run`` run after run, as ``--workers 1`` does (the baseline);
+- ``replay_in_workers`` with N processes (``--workers``, default: the number of cores);
+- with ``--ray``: the same through Ray actors on a local instance, timed after ``ray.init``.
+
+Prints episodes/s and the ratio to one process (the target is 0.8 x N), and checks that every
+run replayed with no divergence and that each database got one replay per run.
+Alternated rounds (``--rounds``, default 3): the median rate and the median of the paired
+ratios. Run: ``python bench/bench_workers.py [--runs 16] [--episodes-per-run 25] [--workers N]
+[--rounds 3] [--ray] [--through-client]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tracer.config import Config
+from tracer.merge import merge
+from tracer.replay import replay_run
+from tracer.runner import run
+from tracer.store import Store
+from tracer.workers import Options, replay_in_workers
+
+
+def build(tmp: Path, runs: int, episodes: int) -> Path:
+    """Record one run, then merge ``runs`` copies of it under new ids; return the database."""
+    template = tmp / "template.db"
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(io.StringIO()):
+        code = run(Config(tasks=tuple(f"echo-{i:03d}" for i in range(episodes)), max_steps=8,
+                          trace_db=str(template)))
+    if code != 0:
+        raise SystemExit(f"recording failed: exit code {code}")
+    copies = []
+    for n in range(runs):
+        copy = tmp / f"copy-{n}.db"
+        shutil.copy(template, copy)
+        with sqlite3.connect(copy) as conn:
+            (old,) = conn.execute("select id from runs").fetchone()
+            new = f"{old[:12]}{n:08x}"
+            for table in ("episodes", "steps", "llm_calls", "lines"):
+                conn.execute(f"update {table} set run_id = ?", [new])
+            conn.execute("update runs set id = ?, started_at = started_at || ? ",
+                         [new, f"-{n:04d}"])
+        conn.close()
+        copies.append(copy)
+    merge(tmp / "recordings.db", copies)
+    for copy in [template, *copies]:
+        copy.unlink()
+    return tmp / "recordings.db"
+
+
+def run_ids(db: Path) -> list[str]:
+    store = Store(db, create=False)
+    try:
+        return [r["id"] for r in store.db.query(
+            "select id from runs where replay_of is null order by started_at, id")]
+    finally:
+        store.close()
+
+
+def replays(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("select count(*) from runs where replay_of is not null").fetchone()[0]
+
+
+def one_process(db: Path, ids: list[str], options: Options) -> list[bool]:
+    store = Store(db, create=False)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return [replay_run(store, run_id, offline=True,
+                               through_client=options.through_client).diverged for run_id in ids]
+    finally:
+        store.close()
+
+
+def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
+    results, _ = replay_in_workers(str(db), ids, workers, options)
+    return [r.report is None or r.report.diverged for r in results]
+
+
+def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[list[bool], float]:
+    import ray
+
+    from tracer.ray_workers import connect, replay_in_ray
+
+    start = time.perf_counter()
+    connect(ray, None)
+    started = time.perf_counter() - start
+    results, _ = replay_in_ray(str(db), ids, options, workers)
+    return [r.report is None or r.report.diverged for r in results], started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--episodes-per-run", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ray", action="store_true", help="also through Ray (local instance)")
+    parser.add_argument("--through-client", action="store_true",
+                        help="replay through the openai client (default: the fast offline path)")
+    args = parser.parse_args()
+    options = Options(offline=True, through_client=args.through_client)
+    episodes = args.runs * args.episodes_per_run
+    path = "through the openai client" if args.through_client else "answered from the recording"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        source = build(tmp, args.runs, args.episodes_per_run)
+        ids = run_ids(source)
+        print(f"recorded {args.runs} runs x {args.episodes_per_run} episodes x 8 steps "
+              f"({episodes} episodes) in {time.perf_counter() - start:.1f} s; LLM calls {path}; "
+              f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+        jobs = {"1 process": lambda db: one_process(db, ids, options),
+                f"{args.workers} workers": lambda db: in_workers(db, ids, args.workers, options)}
+        if args.ray:
+            jobs[f"ray, {args.workers} actors"] = None
+        names = list(jobs)
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+        starts: list[float] = []
+        problems = []
+        for round_ in range(args.rounds):  # alternated: the load of other processes drifts
+            for name in (names if round_ % 2 == 0 else names[::-1]):
+                db = tmp / "work.db"
+                for leftover in tmp.glob("work.db*"):
+                    leftover.unlink()
+                shutil.copy(source, db)
+                t0 = time.perf_counter()
+                if jobs[name] is None:
+                    verdicts, started = on_ray(db, ids, args.workers, options)
+                    starts.append(started)
+                    took = time.perf_counter() - t0 - started
+                else:
+                    verdicts = jobs[name](db)
+                    took = time.perf_counter() - t0
+                rates[name].append(episodes / took)
+                if any(verdicts) or len(verdicts) != len(ids) or replays(db) != len(ids):
+                    problems.append(f"{name}: {sum(verdicts)} diverged or failed, "
+                                    f"{replays(db)} replays recorded for {len(ids)} runs")
+            for name in names[1:]:
+                ratios[name].append(rates[name][-1] / rates[names[0]][-1])
+        for name in names:
+            ratio = statistics.median(ratios[name]) if name in ratios else 1.0
+            print(f"{name:<20} {statistics.median(rates[name]):7.1f} episodes/s (median of "
+                  f"{args.rounds})  {ratio:5.2f}x one process (median of paired rounds)")
+        if starts:
+            print(f"ray.init (not counted above): {statistics.median(starts):.1f} s")
+        print(f"target: >= {0.8 * args.workers:.1f}x with {args.workers} workers; load now "
+              f"{os.getloadavg()[0]:.1f}")
+        print("every run replayed the same, one replay recorded per run" if not problems
+              else "PROBLEM: " + "; ".join(problems))
+        sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
