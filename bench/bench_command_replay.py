@@ -70,7 +70,7 @@ def recording(tmp: Path, captured: list[Any]) -> Any:
                             env_source={"kind": "not proxied"}, tasks=[])
     recorder.on_lines([START])
     with store.transaction():  # one commit: this is set-up, not what is measured
-        for method, url, _, body, reply in captured:
+        for method, _url, _, body, reply in captured:
             slot = recorder.llm_slot()
             recorder.record_llm(slot, Exchange(
                 method=method, url="/v1/chat/completions", request=decode_body(body),

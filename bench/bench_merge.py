@@ -206,7 +206,7 @@ def main() -> None:
               f"= {steps:,} steps ({size:.0f} MB) in {time.perf_counter() - start:.1f} s")
         # Alternated, best of each: the first copy also reads the shards into the page cache.
         bases, tooks = [], []
-        for round_ in range(args.rounds):
+        for _round in range(args.rounds):
             for name in ("baseline", "merged"):
                 for leftover in tmp.glob(f"{name}.db*"):
                     leftover.unlink()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile

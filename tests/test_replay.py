@@ -21,7 +21,6 @@ from tracer.runner import run
 from tracer.servers import BackgroundServer
 from tracer.standin import create_standin_app
 
-
 _RECORDED: dict[tuple, tuple[bytes, str]] = {}  # the first recording of each kind, reused
 
 

@@ -206,7 +206,7 @@ def close_quietly(env: Any, timeout_s: float = 5.0) -> str | None:
     def close() -> None:
         try:
             env.close()
-        except Exception as exc:  # reported on stderr by the caller
+        except Exception as exc:  # noqa: BLE001 - reported on stderr by the caller
             errors.append(f"{type(exc).__name__}: {exc}")
 
     thread = threading.Thread(target=close, daemon=True)
@@ -329,7 +329,7 @@ def _run_episode(
     except Interrupted as exc:
         outcome.status, outcome.error = "interrupted", str(exc)
         raise
-    except (StopEpisode, Exception) as exc:
+    except (StopEpisode, Exception) as exc:  # noqa: BLE001 - any failure ends the episode
         message = str(exc) if isinstance(exc, (StopEpisode, EnvError, LLMError)) else _describe(exc)
         outcome.status, outcome.error = "failed", recorder.redact(message)
         print(f"tracer: episode {settings.task!r} stopped: {outcome.error}", file=sys.stderr, flush=True)

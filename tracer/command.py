@@ -27,8 +27,7 @@ from urllib.parse import urlsplit
 
 from tracer.proxy import Slot, same_key
 from tracer.sse import redact_stream
-from tracer.store import (MIN_SECRET_LENGTH, REDACTED, Store, TraceError, now,
-                          secrets_from_environ)
+from tracer.store import MIN_SECRET_LENGTH, REDACTED, Store, TraceError, now, secrets_from_environ
 from tracer.transport import Exchange, decode_body, request_hash
 
 #: Variables that point a script at its LLM endpoint; each is set to the proxy.
@@ -647,7 +646,7 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             raise CommandError(f"{options.argv[0]}: could not start ({exc.strerror or exc})",
                                126) from None
         signals.started(child)
-        current = lambda: store.secrets if store is not None else secrets  # noqa: E731
+        current = lambda: store.secrets if store is not None else secrets
         tees = [Tee(child.stdout, stdout or sys.stdout.buffer, current, recorder.on_lines,
                     checker.feed).start(),
                 Tee(child.stderr, sys.stderr.buffer, current).start()]

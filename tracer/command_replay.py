@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracer.command import (KEY_VARS, CommandError, CommandOptions, CommandRecorder,
-                            resolve_command, run_command)
+from tracer.command import (
+    KEY_VARS,
+    CommandError,
+    CommandOptions,
+    CommandRecorder,
+    resolve_command,
+    run_command,
+)
 from tracer.envproxy import is_close
 from tracer.proxy import Answer, Slot, error_body, unreachable
 from tracer.queries import decode, episode_rows, llm_call_rows, rows, run_row, step_rows
@@ -223,7 +229,7 @@ def compare(recording: CommandRecording, replayed: CommandRecorder, llm: LLMRepl
                          else "the replay did not print this episode")
         else:
             found += _compare_episode(a, b)
-            for step, (x, y) in enumerate(zip(a["steps"], b["steps"]), 1):
+            for step, (_x, _y) in enumerate(zip(a["steps"], b["steps"]), 1):
                 answer = replayed.env_answers.get((n, step))
                 recorded = _recorded_step(recording, n, step)
                 if (answer and recorded and answer.get("action") == recorded["action"]

@@ -100,7 +100,7 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
         try:
             upstream_ws = await connect(f"{ws_url(upstream)}{path}{query}", max_size=None,
                                         open_timeout=10)
-        except Exception as exc:  # refused, a bad handshake, a time-out
+        except Exception as exc:  # noqa: BLE001 - refused, a bad handshake, a time-out
             record(log.env_slot(), time.perf_counter(), session, "WS", path, None, None, None,
                    f"could not connect to the env: {type(exc).__name__}: {exc}")
             await ws.close(code=1011)

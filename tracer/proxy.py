@@ -94,7 +94,7 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
 
     def target(request: Request) -> str:
         path = request.url.path
-        rest = path[len(base_path):] if path.startswith(base_path) else path
+        rest = path.removeprefix(base_path)
         query = f"?{request.url.query}" if request.url.query else ""
         return f"{upstream.rstrip('/')}{rest}{query}"
 

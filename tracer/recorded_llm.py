@@ -21,7 +21,6 @@ import httpx
 
 from tracer.store import dumps
 
-
 _HEADERS = {"content-type": "application/json"}
 
 

@@ -397,8 +397,8 @@ def describe(report: ReplayReport) -> list[str]:
                    "not through the openai client]")
     if not report.diverged:
         steps = sum(e.replayed_steps for e in report.episodes)
-        return [f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "
-                f"no divergence{target}", *notes]
+        return [(f"replay of {report.run_id}: {len(report.episodes)} episode(s), {steps} step(s), "
+                 f"no divergence{target}"), *notes]
     out = [f"replay of {report.run_id} diverged: {report.first_divergence}{target}"]
     for e in report.episodes:
         state = "diverged" if e.diverged else "same"

@@ -201,7 +201,7 @@ def run(config: Config) -> int:
             # 128 + the signal's number, as a shell reports a process a signal ended; stdout
             # that takes no more lines (no signal) is 1: its [END] may not have been read.
             status, exit_code = "interrupted", 128 + exc.signum if exc.signum else 1
-        except Exception as exc:  # a bug of ours: say it in one line, and record the run as failed
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: say it in one line, record the run as failed
             note(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
             status, exit_code = "failed", 1
         finally:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class BackgroundServer:
@@ -21,7 +24,7 @@ class BackgroundServer:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> BackgroundServer:
+    def start(self) -> Self:
         """Start serving and return once the port accepts connections."""
         import uvicorn
 
@@ -58,7 +61,7 @@ class BackgroundServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

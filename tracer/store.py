@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _import_sqlite_utils():
     """Import sqlite-utils without letting it pull in pandas and numpy.
 
@@ -45,7 +44,7 @@ def _import_sqlite_utils():
 
 sqlite_utils = _import_sqlite_utils()
 
-from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE  # noqa: E402
+from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
 
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"

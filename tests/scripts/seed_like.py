@@ -5,8 +5,8 @@ import os
 import sys
 
 sys.modules["gradio"] = None  # openenv imports its optional web UI eagerly: 5 s we do not need
-from openai import OpenAI  # noqa: E402
-from openenv.core.generic_client import GenericEnvClient  # noqa: E402
+from openai import OpenAI
+from openenv.core.generic_client import GenericEnvClient
 
 API_KEY = os.getenv("HF_TOKEN") or os.getenv("API_KEY")
 API_BASE_URL = os.getenv("API_BASE_URL") or "https://router.huggingface.co/v1"
@@ -42,7 +42,7 @@ def main() -> None:
                       f"done={str(result.done).lower()} error=null", flush=True)
                 if result.done:
                     break
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is the script's reported error
             error = exc
             print(f"script: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:

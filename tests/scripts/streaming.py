@@ -6,7 +6,7 @@ import sys
 from openai import OpenAI
 
 sys.modules["gradio"] = None
-from tracer.echo_env import EchoAction, EchoEnvironment  # noqa: E402
+from tracer.echo_env import EchoAction, EchoEnvironment
 
 client = OpenAI(base_url=os.environ["API_BASE_URL"], api_key=os.getenv("HF_TOKEN") or "x")
 for task in ("s1", "s2", "s3"):
