@@ -288,7 +288,8 @@ def _run_episode(
                                                            "tools": tools.tools})
             else:
                 system = SYSTEM_PROMPT.format(action_instructions=action_instructions(schema))
-            observation, last_reward, history = result.observation, 0.0, []
+            observation, last_reward = result.observation, 0.0
+            history: list[str] = []
             for step in range(1, settings.max_steps + 1):
                 if result.done:
                     break

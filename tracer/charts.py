@@ -74,7 +74,7 @@ def line_chart(
                    f'text-anchor="middle">{i}</text>')
     out.append(f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 2}" '
                f'text-anchor="end">{escape(x_label)}</text>')
-    legend_x = WIDTH - RIGHT
+    legend_x: float = WIDTH - RIGHT
     for k, (name, _) in reversed(list(enumerate(series))):
         if not name:
             continue

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -50,7 +50,7 @@ class TracerGroup(click.Group):
             ctx.exit(1)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print ``Error: <message>`` on stderr and exit 2."""
     click.echo(f"Error: {message}", err=True)
     raise click.exceptions.Exit(2)
@@ -270,10 +270,10 @@ def show(db_path: str, run: str, full: bool, as_json: bool) -> None:
 
         out(f"command {shlex.join(data['command'] or [])}  in {data['cwd']}  "
             f"exit {'-' if data['exit_code'] is None else data['exit_code']}")
-        source = data["env_source"] or {}
+        source: dict[str, Any] = data["env_source"] or {}
         out("env " + {"proxied": f"{source.get('url')} (proxied: steps have the env's answers)",
                       "offline": "served from the recording"}.get(
-            source.get("kind"), "not proxied (in-process, or reached directly): steps are "
+            source.get("kind", ""), "not proxied (in-process, or reached directly): steps are "
                                 "recorded from stdout and LLM traffic alone"))
     if data["error"]:
         out(f"error {clip(data['error'], width)}")
@@ -328,7 +328,8 @@ def export(db_path: str, run: str | None, all_runs: bool, fmt: str, output: str 
     rows = {"log": exports.log_lines, "messages": exports.message_rows,
             "call-messages": exports.call_message_rows, "trace": exports.trace_rows}
     with _output(output) as write, reading(db_path) as store:
-        run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
+        run_ids = (queries.all_run_ids(store) if all_runs
+                   else [queries.resolve_run(store, cast(str, run))])
         for run_id in run_ids:
             items: Iterable[Any] = rows.get(fmt, exports.episode_records)(store, run_id)
             for item in items:
@@ -346,7 +347,8 @@ def _export_collect(db_path: str, run: str | None, all_runs: bool, directory: st
     results, metadata = (os.path.join(directory, name) for name in ("results.jsonl", "metadata.json"))
     _not_the_database(results, db_path)
     with reading(db_path) as store:
-        run_ids = queries.all_run_ids(store) if all_runs else [queries.resolve_run(store, run)]
+        run_ids = (queries.all_run_ids(store) if all_runs
+                   else [queries.resolve_run(store, cast(str, run))])
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
@@ -548,22 +550,23 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         ray = import_ray()  # not installed: say how, before anything else
     with naming(db_path):
         store = open_store(db_path)
-        run_ids = select_runs(store, task, since, status) if all_runs else [resolve_run(store, run)]
+        run_ids = (select_runs(store, task, since, status) if all_runs
+                   else [resolve_run(store, cast(str, run))])
         # Every run is checked (one at a time: memory stays bounded) before any is replayed,
         # so bad input stops the command before it writes anything.
         envs = {check_run(store, run_id, offline=offline, env_url=env_url, cwd=cwd)
                 for run_id in run_ids}
-    for env in sorted(envs - {None}):
+    for env in sorted(e for e in envs if e is not None):
         check_env(*env)
-    options = {"offline": offline, "env_url": env_url, "lenient": lenient,
-               "record": not no_record, "emit": click.echo, "through_client": through_client,
-               "cwd": cwd}
+    options: dict[str, Any] = {"offline": offline, "env_url": env_url, "lenient": lenient,
+                               "record": not no_record, "emit": click.echo,
+                               "through_client": through_client, "cwd": cwd}
     if not all_runs:
         with naming(db_path):
-            report = replay_run(store, run_ids[0], **options)
-        for line in describe(report):
+            one = replay_run(store, run_ids[0], **options)
+        for line in describe(one):
             click.echo(line, err=True)
-        raise click.exceptions.Exit(1 if report.diverged else 0)
+        raise click.exceptions.Exit(1 if one.diverged else 0)
     from tracer.workers import RunResult
 
     if ray_address is not None:
@@ -668,7 +671,8 @@ def view(db_path: str, runs: tuple[str, ...], all_runs: bool, task: str | None,
         if all_runs:
             html, name = pages.runs_page(store, task, secrets), "runs"
         elif len(ids) == 2:
-            html, name = pages.compare_page(store, *ids, secrets), f"diff-{ids[0]}-{ids[1]}"
+            html = pages.compare_page(store, ids[0], ids[1], secrets)
+            name = f"diff-{ids[0]}-{ids[1]}"
         else:
             html, name = pages.run_page(store, ids[0], secrets), f"run-{ids[0]}"
     output = output or f"{name}.html"

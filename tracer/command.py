@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 from tracer.proxy import Slot, same_key
@@ -162,7 +162,7 @@ class CommandRecorder:
             for line in lines:
                 self._parse(line, store)
             if self._tasks_changed:
-                store.update_run(self.run_id, tasks=self.tasks, model=self.model)
+                store.update_run(cast(str, self.run_id), tasks=self.tasks, model=self.model)
                 self._tasks_changed = False
 
     _tasks_changed = False
@@ -178,7 +178,7 @@ class CommandRecorder:
             task = values.get("task") or "?"
             position = len(self.episodes) + 1
             episode_id = store.start_episode(
-                self.run_id, position, task=task, benchmark=values.get("env"),
+                cast(str, self.run_id), position, task=task, benchmark=values.get("env"),
                 model=values.get("model")) if store else None
             self.episode = EpisodeState(episode_id, position, task)
             self.episodes.append(self.episode)
@@ -187,7 +187,7 @@ class CommandRecorder:
             self._tasks_changed = True
         episode = self.episode
         if store:
-            store.record_line(self.run_id, episode.id if episode else None, line)
+            store.record_line(cast(str, self.run_id), episode.id if episode else None, line)
         if kind == "STEP":
             self.tally.step_lines += 1
             if episode is None:
@@ -204,7 +204,7 @@ class CommandRecorder:
                 done = env["done"] if isinstance(env.get("done"), bool) else _flag(
                     values.get("done"))
                 store.record_step(
-                    self.run_id, episode.id,
+                    cast(str, self.run_id), episode.id,
                     step=_integer(values.get("step")) or episode.steps,
                     action_text=values.get("action"), action=env.get("action"),
                     observation=env.get("observation"), reward=reward, done=done,
@@ -238,8 +238,8 @@ class CommandRecorder:
             return
         self.episode = None
         if self.store is not None and episode.id:
-            self._write(lambda s: s.update_episode(episode.id, ended_at=now(), status=status,
-                                                   steps=episode.steps, error=why))
+            self._write(lambda s: s.update_episode(cast(int, episode.id), ended_at=now(),
+                                                   status=status, steps=episode.steps, error=why))
 
     # -- LLM proxy --------------------------------------------------------------------
 
@@ -332,8 +332,9 @@ class CommandRecorder:
             self._end_unfinished("the command ended before the episode's [END]",
                                  "interrupted" if status == "interrupted" else "failed")
             if self.run_id:
-                self._write(lambda s: s.update_run(self.run_id, checks=checks))
-                self._write(lambda s: s.finish_run(self.run_id, status, exit_code, error))
+                self._write(lambda s: s.update_run(cast(str, self.run_id), checks=checks))
+                self._write(lambda s: s.finish_run(cast(str, self.run_id), status, exit_code,
+                                                   error))
 
 
 def _env_step(method: str, path: str, request: Any, response: Any) -> dict[str, Any] | None:
@@ -605,7 +606,7 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
             standin = stack.enter_context(BackgroundServer(create_standin_app(), "stand-in model"))
             note(f"no API_BASE_URL and no key: the local stand-in model '{STANDIN_MODEL}' "
                  "answers, not a real LLM (--upstream URL to use one)")
-            target = standin.url + "/v1"
+            target: str | None = standin.url + "/v1"
         else:
             target = upstream
         base = _proxy_base(upstream)
@@ -640,7 +641,7 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
         try:
             child = subprocess.Popen([program, *options.argv[1:]], cwd=cwd, env=child_env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     process_group=0)
+                                     process_group=0)  # type: ignore[call-overload]  # 3.11+
         except OSError as exc:
             recorder.finish("failed", 126, f"could not start: {exc.strerror or exc}", None)
             raise CommandError(f"{options.argv[0]}: could not start ({exc.strerror or exc})",
@@ -660,6 +661,7 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
                                  env_proxied=bool(options.env_url) and env_responder is None)
         if checks:
             print_checks(verdicts, report)
+        error: str | None
         if signals.received:
             status, error = "interrupted", f"interrupted by signal {signals.received[0]}"
         elif returncode < 0:

@@ -15,7 +15,7 @@ import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tracer.command import (
     KEY_VARS,
@@ -222,7 +222,7 @@ def compare(recording: CommandRecording, replayed: CommandRecorder, llm: LLMRepl
     reports, notes, drifted = [], [], []
     for n in range(1, max(len(old), len(new)) + 1):
         a, b = old.get(n), new.get(n)
-        task = (a or b)["task"]
+        task = cast(dict[str, Any], a or b)["task"]  # episode n is in one log at least
         found = list(llm.differences.get(n, []))
         if a is None or b is None:
             found.append("the recording has no such episode" if a is None
@@ -273,7 +273,7 @@ def _recorded_step(recording: CommandRecording, position: int, step: int) -> dic
 def _episodes(lines: list[str]) -> dict[int, dict[str, Any]]:
     """Return the episodes the protocol lines of a log print, by position."""
     episodes: dict[int, dict[str, Any]] = {}
-    current = None
+    current: dict[str, Any] | None = None
     for line in lines:
         read = read_fields(line.rstrip("\r"))
         if read is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 from starlette.requests import Request
@@ -98,8 +98,8 @@ def create_env_proxy(log: EnvLog, *, upstream: str | None = None,
 
         query = f"?{ws.url.query}" if ws.url.query else ""
         try:
-            upstream_ws = await connect(f"{ws_url(upstream)}{path}{query}", max_size=None,
-                                        open_timeout=10)
+            upstream_ws = await connect(f"{ws_url(cast(str, upstream))}{path}{query}",
+                                        max_size=None, open_timeout=10)
         except Exception as exc:  # noqa: BLE001 - refused, a bad handshake, a time-out
             record(log.env_slot(), time.perf_counter(), session, "WS", path, None, None, None,
                    f"could not connect to the env: {type(exc).__name__}: {exc}")

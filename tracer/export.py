@@ -390,8 +390,8 @@ def _reply(text: str | None, stream: bool) -> dict[str, Any] | None:
         message, finish, usage = stream_message(text)
         if message is None:
             return None
-        body = {"object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+        body: dict[str, Any] = {"object": "chat.completion", "choices": [
+            {"index": 0, "message": message, "finish_reason": finish}]}
         return {"message": message, "finish_reason": finish,
                 "body": {**body, "usage": usage} if usage else body}
     try:

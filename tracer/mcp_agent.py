@@ -123,7 +123,8 @@ class ToolConversation:
                      "function": {"name": c.function.name, "arguments": c.function.arguments}}
                     for c in reply.tool_calls]
             return message
-        content, calls = [], {}
+        content: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
         for chunk in llm.chat.completions.create(**params):
             delta = chunk.choices[0].delta if chunk.choices else None
             if delta is None:

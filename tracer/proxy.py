@@ -13,7 +13,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 from starlette.background import BackgroundTask
@@ -96,7 +96,7 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
         path = request.url.path
         rest = path.removeprefix(base_path)
         query = f"?{request.url.query}" if request.url.query else ""
-        return f"{upstream.rstrip('/')}{rest}{query}"
+        return f"{cast(str, upstream).rstrip('/')}{rest}{query}"
 
     async def proxy(request: Request) -> Response:
         body = await request.body()

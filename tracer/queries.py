@@ -336,7 +336,7 @@ def parse_response(text: str | None, stream: bool) -> tuple[str | None, dict[str
         return None, {}
     choice = (body.get("choices") or [{}])[0]
     message = (choice.get("message") if isinstance(choice, dict) else None) or {}
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage = body["usage"] if isinstance(body.get("usage"), dict) else {}
     return message_text(message.get("content")), usage
 
 

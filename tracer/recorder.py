@@ -117,8 +117,8 @@ class Recorder:
 
     def _insert(self, *rows: tuple[str, dict[str, Any]]) -> list[int] | None:
         """Write ``rows`` and any pending LLM exchanges in one transaction; return their ids."""
-        rows, self._pending = [*self._pending, *rows], []
-        return self._write("insert_rows", rows) if rows else None
+        batch, self._pending = [*self._pending, *rows], []
+        return self._write("insert_rows", batch) if batch else None
 
     def record_step(self, line: str, **fields: Any) -> None:
         """Record one env step together with the [STEP] line printed for it."""

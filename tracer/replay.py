@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -277,7 +277,8 @@ def replay_run(
     target = into or store
     recorder = Recorder(target if record else None, target.secrets)
     env = None if offline else EnvProvider(config, on_schema=lambda s: recorder.update_run(env_schema=s))
-    recorder.start_run(config, {"kind": "offline"} if offline else env.source, replay_of=run_id)
+    recorder.start_run(config, {"kind": "offline"} if offline else cast(EnvProvider, env).source,
+                       replay_of=run_id)
     report = ReplayReport(run_id, recorder.run_id)
     transport = ReplayTransport([], lenient=lenient)
     llm = llm_client(config, recorder, transport=transport)
@@ -292,10 +293,13 @@ def replay_run(
     try:
         for old in recorded:
             transport.begin(old.calls)
+            open_env: Callable[..., Any]
+            action_schema: Callable[[], Any]
             if offline:
                 offline_env = OfflineEnv(old.episode, old.steps)
                 open_env, action_schema = (lambda e=offline_env: e), (lambda: recorded_schema)
             else:
+                assert env is not None  # built above whenever not offline
                 open_env, action_schema = env.open, env.action_schema
             outcome = run_episode(settings_for(config, old.episode["task"]), llm, open_env,
                                   action_schema, recorder, emit, old.episode["position"])

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -58,7 +58,7 @@ class EnvProvider:
         if self.base_url:
             return
         if self.source["kind"] == "url":
-            self.base_url = self.config.env_base_url.rstrip("/")
+            self.base_url = cast(str, self.config.env_base_url).rstrip("/")
         elif self.source["kind"] == "image":
             from openenv.core.containers.runtime import LocalDockerProvider
 
@@ -118,7 +118,9 @@ def llm_client(config: Config, recorder: Recorder, transport: httpx.BaseTranspor
     return OpenAI(
         base_url=config.api_base_url,
         api_key=config.api_key or "no-key",
-        http_client=httpx.Client(transport=transport, timeout=LLM_TIMEOUT),
+        # openai's hints name httpx2's Client; it takes httpx's, which this code has always passed
+        http_client=httpx.Client(  # type: ignore[arg-type]
+            transport=transport, timeout=LLM_TIMEOUT),
         max_retries=2,
     )
 

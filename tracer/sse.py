@@ -172,7 +172,7 @@ def stream_message(text: str) -> tuple[dict[str, Any] | None, str | None, dict[s
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             finish = choice.get("finish_reason") or finish
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
             if isinstance(delta.get("content"), str):
                 content.append(delta["content"])
             for piece in delta.get("tool_calls") or []:
@@ -181,7 +181,7 @@ def stream_message(text: str) -> tuple[dict[str, Any] | None, str | None, dict[s
                 call = calls.setdefault(piece.get("index", len(calls)), {
                     "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                 call["id"] = piece.get("id") or call["id"]
-                function = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+                function = piece["function"] if isinstance(piece.get("function"), dict) else {}
                 call["function"]["name"] += function.get("name") or ""
                 call["function"]["arguments"] += function.get("arguments") or ""
     if not content and not calls:

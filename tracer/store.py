@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def new_run_id() -> str:
     return f"{int(time.time() * 1000):012x}{_secrets.token_hex(4)}"
 
 
-def secrets_from_environ(environ: dict[str, str] | None = None, *,
+def secrets_from_environ(environ: Mapping[str, str] | None = None, *,
                          api_key: str | None = None) -> list[str]:
     """Return the secret values to redact: HF_TOKEN, API_KEY, ... and ``api_key`` if given.
 
@@ -162,8 +162,8 @@ class Store:
             raise TraceError(f"{self.path}: not a trace database ({exc})") from None
 
     def _connect(self, writable: bool) -> sqlite3.Connection:
-        options = dict(isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                       check_same_thread=False)
+        options: dict[str, Any] = dict(isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       check_same_thread=False)
         if writable:
             if self.path.exists() and not os.access(self.path, os.W_OK):
                 # SQLite would open it read-only without a word, and fail at the first write

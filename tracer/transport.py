@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -117,7 +117,7 @@ class RecordingTransport(httpx.BaseTransport):
         return httpx.Response(
             status_code=response.status_code,
             headers=response.headers,
-            stream=_TeeStream(response.stream, finished),
+            stream=_TeeStream(cast(httpx.SyncByteStream, response.stream), finished),
             extensions=response.extensions,
             request=request,
         )

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from html import escape
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from tracer import queries
 from tracer.charts import line_chart
@@ -119,7 +119,8 @@ def run_page(store: Store, run_id: str, secrets: Iterable[str] = ()) -> str:
         page.add(_tools(f'e{ep["position"]}-s'))
         for s in ep["steps"]:
             anchor = f'e{ep["position"]}-s{s["step"]}'
-            page.add(_step(page, s, anchor, line_of.get(anchor), problems.get(line_of.get(anchor))))
+            line = line_of.get(anchor)
+            page.add(_step(page, s, anchor, line, problems.get(line) if line is not None else None))
         for call in ep["other_llm_calls"]:
             page.add('<div class="orphan"><h4>LLM call with no env step '
                      f'(step {page.text(call["step"])})</h4>{_call(page, call)}</div>')
@@ -343,7 +344,8 @@ def _pair(page: Page, position: int, row: dict[str, Any], pair: list[dict[str, A
     """Return one step of both runs side by side, with field-level diffs where they differ."""
     differs = list(row["differs"])
     shown = {"reward": _num, "done": _flag, "error": lambda v: "null" if v is None else repr(v)}
-    changes = [f"{field}: {shown[field](pair[0][field])} -> {shown[field](pair[1][field])}"
+    old, new = cast(list[dict[str, Any]], pair)  # a field differs only where both runs have it
+    changes = [f"{field}: {shown[field](old[field])} -> {shown[field](new[field])}"
                for field in shown if field in differs]
     if pair[0] and pair[1]:
         for field, get in (("prompt", _prompt), ("action", lambda s: s["action"]),
@@ -385,12 +387,12 @@ def runs_page(store: Store, task: str | None = None, secrets: Iterable[str] = ()
 
     runs = []
     for run in reversed(queries.list_runs(store, None)):
-        scores: dict[str, list[float]] = {}
+        per_task: dict[str, list[float]] = {}
         for ep in queries.episode_rows(store, run["id"], run["status"]):
             if ep["score"] is not None and (task is None or ep["task"] == task):
-                scores.setdefault(ep["task"], []).append(ep["score"])
-        if scores:
-            runs.append((run, {t: sum(v) / len(v) for t, v in scores.items()}))
+                per_task.setdefault(ep["task"], []).append(ep["score"])
+        if per_task:
+            runs.append((run, {t: sum(v) / len(v) for t, v in per_task.items()}))
     if not runs:
         raise TraceError(f"no run has a scored episode of task '{task}'" if task
                          else "no run has a scored episode")

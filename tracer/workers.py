@@ -198,8 +198,10 @@ def replay_in_workers(
         if shard:
             shards.append(shard)
         ours, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(db_path, shard, options, theirs),
-                                  daemon=True, name=f"tracer-replay-{len(shards)}")
+        # typeshed's BaseContext lacks Process; every concrete context (fork, spawn) has it
+        process = context.Process(  # type: ignore[attr-defined]
+            target=_serve, args=(db_path, shard, options, theirs), daemon=True,
+            name=f"tracer-replay-{len(shards)}")
         process.start()
         theirs.close()
         return _Worker(process, ours, shard)

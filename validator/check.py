@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from validator import grammar
 from validator.episodes import Episodes
@@ -35,7 +36,7 @@ _BREAK_NAMES = {"\r": "carriage return (\\r)", "\x0b": "vertical tab (\\v)",
                 "\u2029": "paragraph separator (U+2029)"}
 
 
-def _numbers(first: int, count: int) -> tuple[str, ...]:
+def _numbers(first: int, count: int) -> tuple[bytes, ...]:
     if first + count <= len(_NUMBERS):
         return _NUMBERS[first:first + count]
     return tuple(b"%d" % n for n in range(first, first + count))
@@ -64,7 +65,7 @@ class Checker:
         self.lineno = 0  # lines fully read so far
         self.head = b""  # the first bytes, until the encoding is known
         self.started = False
-        self.decoder = None  # an incremental UTF-16 decoder, for UTF-16 logs
+        self.decoder: Any = None  # an incremental UTF-16 decoder, for UTF-16 logs
         self.cr_pending = False
         self.pending: list[bytes] = []  # the start of an unfinished line
         self.pending_size = 0
@@ -279,7 +280,7 @@ class Checker:
             if episodes.open_line:
                 m = end_line(data, start)
                 if m and m[1] == b"%d" % episodes.count and (
-                        m[m.lastindex].decode() == episodes.rewards.joined()) and (
+                        m[cast(int, m.lastindex)].decode() == episodes.rewards.joined()) and (
                         not self.open_score or 0.0 < float(m[2]) < 1.0):
                     episodes.close(lineno)
                     pos = m.end() - 1

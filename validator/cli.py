@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import nullcontext
+from typing import IO, Any, cast
 
 import click
 
@@ -62,8 +63,9 @@ def check(paths: tuple[str, ...], profile: str, open_score: bool, allow_other_li
     if sys.stdout is None:  # started with stdout closed (`>&-`)
         click.echo("validator: stdout is closed: nowhere to write the report", err=True)
         sys.exit(2)
-    out = _Output(sys.stdout)
-    options = {"profile": profile, "open_score": open_score, "allow_other_lines": allow_other_lines}
+    out = cast(IO[str], _Output(sys.stdout))  # the writers only call write()
+    options: dict[str, Any] = {"profile": profile, "open_score": open_score,
+                               "allow_other_lines": allow_other_lines}
     writer = (JsonWriter(out, options) if fmt == "json"
               else GithubWriter(out) if fmt == "github" else TextWriter(out))
     ok, io_error = True, False

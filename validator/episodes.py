@@ -8,6 +8,7 @@ the open episode are kept as printed, up to a bound, then only as a hash.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 Report = Callable[[str, int, int, str], None]  # (code, line, col, message)
 
@@ -21,7 +22,7 @@ class _Rewards:
         self.parts: list[str] = []
         self.size = 0
         self.known = True  # False once a [STEP] had no readable reward
-        self.hash = None  # a hashlib hash once the rewards are too long to keep
+        self.hash: Any = None  # a hashlib hash once the rewards are too long to keep
 
     def add(self, joined: str) -> None:
         if self.hash is not None:

@@ -191,6 +191,8 @@ class LongNumber(int):
     """A step/steps number too long for ``int()`` (over 4,300 digits): equal to no count, and
     shown by its length, since it cannot be printed either."""
 
+    digits: int
+
     def __new__(cls, digits: int) -> LongNumber:  # noqa: PYI034
         number = super().__new__(cls, 10**INT_DIGITS)
         number.digits = digits

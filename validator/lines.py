@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from validator import grammar
@@ -130,7 +131,7 @@ def _check_names(d: Diagnosis, kind: str, fields, end_col: int) -> dict[str, tup
     return found
 
 
-def _hint(kind: str, unexpected: str | None, missing: list[str] = ()) -> str:
+def _hint(kind: str, unexpected: str | None, missing: Sequence[str] = ()) -> str:
     if kind == "END" and "score" in missing:
         return " (the older rules without score=: --profile openenv-noscore)"
     if kind == "END_NOSCORE" and unexpected == "score":
@@ -258,8 +259,8 @@ def read_fields(line: str, anywhere: bool = False) -> tuple[str, dict[str, str]]
     """
     tag = tag_of(line)
     if tag is None and anywhere:
-        found = [i for t in TAGS if (i := line.find(t + " ")) > 0]
-        return read_fields(line[min(found):]) if found else None
+        starts = [i for t in TAGS if (i := line.find(t + " ")) > 0]
+        return read_fields(line[min(starts):]) if starts else None
     if tag is None:
         return None
     kind = tag[1:-1]
