@@ -290,3 +290,16 @@ def test_through_client_goes_with_offline(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == ("Error: --through-client goes with --offline (a live replay always "
                              "uses the client)\n")
+
+
+def test_what_a_replay_records_from_a_live_env_is_redacted_too(tmp_path):
+    from tests.conftest import scripted_env
+
+    db, _ = record(tmp_path)
+    leak = {"observation": {"echoed_message": f"the key is {SECRET}"}}
+    with scripted_env(leak, leak, leak) as env:
+        result = CliRunner().invoke(cli, ["replay", "latest", "--db", db, "--env-url", env.url,
+                                          "--lenient"], env={"HF_TOKEN": SECRET})
+    assert result.exit_code == 1, result.output  # the env answered differently: a divergence
+    for path in tmp_path.glob("traces.db*"):
+        assert SECRET.encode() not in path.read_bytes()

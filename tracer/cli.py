@@ -550,6 +550,8 @@ def replay(db_path: str, run: str | None, all_runs: bool, task: str | None, sinc
         ray = import_ray()  # not installed: say how, before anything else
     with naming(db_path):
         store = open_store(db_path)
+        for secret in secrets():  # what the replay records is redacted too
+            store.add_secret(secret)
         run_ids = (select_runs(store, task, since, status) if all_runs
                    else [resolve_run(store, cast(str, run))])
         # Every run is checked (one at a time: memory stays bounded) before any is replayed,

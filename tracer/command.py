@@ -588,7 +588,8 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     program = resolve_command(options.argv, cwd)
     keys = given_keys(environ)
     upstream = None if responder else upstream_for(options, environ)
-    secrets = secrets_from_environ(environ)  # a value too short to be a key is left alone
+    # The caller's keys too: a replay gives the command none, but what it records is redacted.
+    secrets = secrets_from_environ({**os.environ, **environ})  # too short to be a key: left
     store = None
     if options.db_path:
         try:

@@ -27,6 +27,8 @@ from tracer.transport import Exchange, decode_body
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# Connect within 10 s; then wait as long as the script does (it has its own time-outs).
+_TIMEOUTS = {"timeout": {"connect": 10.0, "read": None, "write": None, "pool": None}}
 
 
 @dataclass
@@ -90,7 +92,9 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
     from starlette.applications import Starlette
 
     base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
-    client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
+    # The transport alone: the client's cookie jar, redirect and auth handling cost a third of
+    # a forwarded call, and a proxy must pass cookies and redirects on untouched anyway.
+    transport = httpx.AsyncHTTPTransport()
 
     def target(request: Request) -> str:
         path = request.url.path
@@ -135,10 +139,9 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
         exchange.url = url
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         try:
-            upstream_response = await client.send(
-                client.build_request(request.method, url, headers=headers, content=body),
-                stream=True)
-        except httpx.HTTPError as exc:
+            upstream_response = await transport.handle_async_request(httpx.Request(
+                request.method, url, headers=headers, content=body, extensions=_TIMEOUTS))
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             why = " ".join(str(exc).split()) or type(exc).__name__
             finish(None, None, f"{type(exc).__name__}: {why}")
             return JSONResponse(error_body(unreachable(upstream, why)), status_code=502)
@@ -171,5 +174,5 @@ def create_llm_proxy(log: ExchangeLog, *, base_path: str, upstream: str | None =
                                  headers=out_headers)
 
     app = Starlette(routes=[Route("/{path:path}", proxy, methods=METHODS)])
-    app.state.client = client
+    app.state.transport = transport
     return app

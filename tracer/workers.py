@@ -243,13 +243,15 @@ def _collect(busy: list[_Worker], finished: Callable, hand_out: Callable, start:
     for worker in list(busy):
         if worker.conn in ready or worker.conn.poll():
             try:
-                finished(worker.conn.recv())
+                result = worker.conn.recv()
             except (EOFError, OSError):
                 _crashed(worker, busy, finished)
                 if pending:
                     busy.append(replacement := start())
                     hand_out(replacement)
                 continue
+            worker.run_id = None  # answered: an interrupt now waits for nothing from it
+            finished(result)
             hand_out(worker)
             if worker.run_id is None:  # no run left for it: let it go
                 worker.process.join()
