@@ -642,12 +642,13 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
         try:
             child = subprocess.Popen([program, *options.argv[1:]], cwd=cwd, env=child_env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     process_group=0)  # type: ignore[call-overload]  # 3.11+
+                                     start_new_session=True)  # signals reach it from us only
         except OSError as exc:
             recorder.finish("failed", 126, f"could not start: {exc.strerror or exc}", None)
             raise CommandError(f"{options.argv[0]}: could not start ({exc.strerror or exc})",
                                126) from None
         signals.started(child)
+        assert child.stdout is not None and child.stderr is not None  # both are pipes
         current = lambda: store.secrets if store is not None else secrets
         tees = [Tee(child.stdout, stdout or sys.stdout.buffer, current, recorder.on_lines,
                     checker.feed).start(),
