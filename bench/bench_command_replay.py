@@ -57,7 +57,7 @@ START = "[START] task=bench env=echo model=openenv-tracer-stand-in"
 
 def recording(tmp: Path, captured: list[Any]) -> Any:
     """Record ``captured`` exchanges as one episode of a command run; return it as read back."""
-    from tracer.command import CommandRecorder
+    from tracer.command_recorder import CommandRecorder
     from tracer.command_replay import load_command_recording
     from tracer.store import Store
     from tracer.transport import Exchange, decode_body
@@ -103,7 +103,7 @@ class Timed:
 def replay_app(rec: Any, db: Path | None) -> Timed:
     """Return the replay server ``tracer replay`` runs for ``rec``, timed; ``db``: record the
     replay there as a new run (None: ``--no-record``)."""
-    from tracer.command import CommandRecorder
+    from tracer.command_recorder import CommandRecorder
     from tracer.command_replay import LLMReplay
     from tracer.proxy import create_llm_proxy
     from tracer.store import Store

@@ -52,7 +52,7 @@ def sse_app(chunks: int, gap_ms: float) -> Any:
 
 def proxy_app(upstream: str, db: str) -> Any:
     """Return tracer's recording LLM proxy, recording into a new command run in ``db``."""
-    from tracer.command import CommandRecorder
+    from tracer.command_recorder import CommandRecorder
     from tracer.proxy import create_llm_proxy
     from tracer.store import Store
 

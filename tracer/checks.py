@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tracer.command import CommandRecorder
+    from tracer.command_recorder import CommandRecorder
     from validator.report import Report
 
 MIN_TASKS = 3  # later rounds: at least 3 tasks, each score strictly inside (0, 1)

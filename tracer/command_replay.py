@@ -17,14 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from tracer.command import (
-    KEY_VARS,
-    CommandError,
-    CommandOptions,
-    CommandRecorder,
-    resolve_command,
-    run_command,
-)
+from tracer.command import KEY_VARS, CommandError, CommandOptions, resolve_command, run_command
+from tracer.command_recorder import CommandRecorder
 from tracer.envproxy import is_close
 from tracer.proxy import Answer, Slot, error_body, unreachable
 from tracer.queries import decode, episode_rows, llm_call_rows, rows, run_row, step_rows
