@@ -65,6 +65,14 @@ def test_an_mcp_episode_runs_offline_through_tool_calls_and_replays_byte_identic
     # One growing conversation: the second request carries the first call and its result.
     assert [m["role"] for m in requests[1]["messages"]] == ["system", "user", "assistant", "tool"]
 
+    # show names each step's tool call as its completion, and what the tool answered before it.
+    result = CliRunner().invoke(cli, ["show", "--db", str(db), "latest", "--json"])
+    assert result.exit_code == 0, result.output
+    first, second = (s["llm_calls"][0] for s in json.loads(result.stdout)["episodes"][0]["steps"][:2])
+    message = json.loads(recorded[0]["action"])["arguments"]["message"]
+    assert first["completion"] == f"echo_message({json.dumps({'message': message})})"
+    assert second["prompt"] == message
+
     for flags in (["--offline"], []):  # recorded env answers, then the live mcp-echo env
         replayed = CliRunner().invoke(cli, ["replay", "--db", str(db), "latest", *flags])
         assert replayed.exit_code == 0, replayed.stderr

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tracer.sse import content_deltas, data_events
+from tracer.sse import content_deltas, data_events, stream_message
 from tracer.store import Store, TraceError, effective_status
 
 LATEST = "latest"
@@ -291,7 +291,7 @@ def summarize_call(call: dict[str, Any], messages: bool = False) -> dict[str, An
     summary = {
         "position": call["position"],
         "step": call["step"],
-        "prompt": last_user_message(request),
+        "prompt": last_user_message(request, roles=("user", "tool")),
         "completion": completion,
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
@@ -313,11 +313,12 @@ def message_text(content: Any) -> str | None:
     return str(content)
 
 
-def last_user_message(request: Any) -> str | None:
-    """Return the text of the last user message of a chat completions request body."""
+def last_user_message(request: Any, roles: tuple[str, ...] = ("user",)) -> str | None:
+    """Return the text of the last user message of a chat completions request body (with
+    ``roles``: of the last message in one of them, a tool's answer say)."""
     messages = request.get("messages") if isinstance(request, dict) else None
     for message in reversed(messages or []):
-        if isinstance(message, dict) and message.get("role") == "user":
+        if isinstance(message, dict) and message.get("role") in roles:
             return message_text(message.get("content"))
     return None
 
@@ -337,7 +338,15 @@ def parse_response(text: str | None, stream: bool) -> tuple[str | None, dict[str
     choice = (body.get("choices") or [{}])[0]
     message = (choice.get("message") if isinstance(choice, dict) else None) or {}
     usage = body["usage"] if isinstance(body.get("usage"), dict) else {}
-    return message_text(message.get("content")), usage
+    return message_text(message.get("content")) or tool_calls_text(message), usage
+
+
+def tool_calls_text(message: Any) -> str | None:
+    """Return a message's tool calls as ``name(arguments)``, one per line, or None."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    texts = [f"{c['function'].get('name')}({c['function'].get('arguments') or ''})"
+             for c in calls or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    return "\n".join(texts) or None
 
 
 def _parse_stream(text: str) -> tuple[str | None, dict[str, Any]]:
@@ -347,7 +356,9 @@ def _parse_stream(text: str) -> tuple[str | None, dict[str, Any]]:
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
         parts.extend(delta["content"] for delta in content_deltas(chunk))
-    return ("".join(parts) if parts else None), usage
+    if not parts:  # a streamed tool call, perhaps
+        return tool_calls_text(stream_message(text)[0]), usage
+    return "".join(parts), usage
 
 
 # -- diff -----------------------------------------------------------------------------
