@@ -22,14 +22,14 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from tracer.command_recorder import PLACEHOLDER_KEY, CommandRecorder, note
-from tracer.store import REDACTED, Store, TraceError, secrets_from_environ
+from tracer.store import REDACTED, SECRET_ENV_VARS, Store, TraceError, secrets_from_environ
 
 #: Variables that point a script at its LLM endpoint; each is set to the proxy.
 LLM_URL_VARS = ("API_BASE_URL", "OPENAI_BASE_URL")
 #: Variables that point a script at its env server; each is set to the env proxy.
 ENV_URL_VARS = ("ENV_BASE_URL", "ENV_URL")
-#: Variables real scripts read their key from.
-KEY_VARS = ("HF_TOKEN", "API_KEY", "OPENAI_API_KEY")
+#: Variables real scripts read their key from (the ones whose values are redacted).
+KEY_VARS = SECRET_ENV_VARS
 #: The variables a script given no key gets PLACEHOLDER_KEY in: the contract's only, since a
 #: script may act differently when OPENAI_API_KEY is set.
 PLACEHOLDER_VARS = ("HF_TOKEN", "API_KEY")

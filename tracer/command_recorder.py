@@ -99,6 +99,7 @@ class CommandRecorder:
         self.tally = Tally()
         self.tasks: list[str] = []
         self.model: str | None = None
+        self._tasks_changed = False  # a [START] came: the run row's tasks are to be written
         self.sync: Callable[[], None] = lambda: None  # takes in stdout printed so far
         self.lines: list[str] = []  # as printed (secrets redacted), for a replay's comparison
         self.env_answers: dict[tuple[int, int], dict[str, Any]] = {}  # (episode, step): env step
@@ -141,8 +142,6 @@ class CommandRecorder:
             if self._tasks_changed:
                 store.update_run(cast(str, self.run_id), tasks=self.tasks, model=self.model)
                 self._tasks_changed = False
-
-    _tasks_changed = False
 
     def _parse(self, line: str, store: Store | None) -> None:
         from validator.lines import read_fields
