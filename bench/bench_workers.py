@@ -7,7 +7,9 @@ from a fresh copy of that database:
 
 - one process: ``replay_run`` run after run, as ``--workers 1`` does (the baseline);
 - ``replay_in_workers`` with N processes (``--workers``, default: the number of cores);
-- with ``--ray``: the same through Ray actors on a local instance, timed after ``ray.init``.
+- with ``--ray``: the same through Ray actors on a local instance, timed from the actors
+  being ready to the shards merged (``ray.init`` with the actors' start, and ``ray.shutdown``,
+  are printed apart: Ray's start-up, paid once).
 
 Prints episodes/s and the ratio to one process (the target is 0.8 x N), and checks that every
 run replayed with no divergence and that each database got one replay per run.
@@ -96,15 +98,31 @@ def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list
 
 
 def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[list[bool], float]:
+    """Replay through Ray actors; return the verdicts and the start-up time to leave out:
+    ``ray.init``, the actors' start (a process each, importing tracer) and ``ray.shutdown``."""
     import ray
 
-    from tracer.ray_workers import connect, replay_in_ray
+    from tracer.ray_workers import RayPool, connect
+    from tracer.workers import merge_shards, shard_dir
 
     start = time.perf_counter()
     connect(ray, None)
+    pool = RayPool(ray, str(db), options, workers)
     started = time.perf_counter() - start
-    results, _ = replay_in_ray(str(db), ids, options, workers)
-    return [r.report is None or r.report.diverged for r in results], started
+    STARTS["ray.init + actors ready"].append(started)
+    try:
+        directory = shard_dir(str(db))
+        results, shards, _ = pool.replay(ids, directory)
+    finally:
+        stop = time.perf_counter()
+        ray.shutdown()
+        stopped = time.perf_counter() - stop
+        STARTS["ray.shutdown"].append(stopped)
+    merge_shards(str(db), shards, directory, options)
+    return [r.report is None or r.report.diverged for r in results], started + stopped
+
+
+STARTS: dict[str, list[float]] = {"ray.init + actors ready": [], "ray.shutdown": []}
 
 
 def main() -> None:
@@ -135,7 +153,6 @@ def main() -> None:
         names = list(jobs)
         rates: dict[str, list[float]] = {name: [] for name in names}
         ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
-        starts: list[float] = []
         problems = []
         for round_ in range(args.rounds):  # alternated: the load of other processes drifts
             for name in (names if round_ % 2 == 0 else names[::-1]):
@@ -146,7 +163,6 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if jobs[name] is None:
                     verdicts, started = on_ray(db, ids, args.workers, options)
-                    starts.append(started)
                     took = time.perf_counter() - t0 - started
                 else:
                     verdicts = jobs[name](db)
@@ -161,8 +177,9 @@ def main() -> None:
             ratio = statistics.median(ratios[name]) if name in ratios else 1.0
             print(f"{name:<20} {statistics.median(rates[name]):7.1f} episodes/s (median of "
                   f"{args.rounds})  {ratio:5.2f}x one process (median of paired rounds)")
-        if starts:
-            print(f"ray.init (not counted above): {statistics.median(starts):.1f} s")
+        for what, seconds in STARTS.items():
+            if seconds:
+                print(f"{what} (not counted above): {statistics.median(seconds):.1f} s")
         print(f"target: >= {0.8 * args.workers:.1f}x with {args.workers} workers; load now "
               f"{os.getloadavg()[0]:.1f}")
         print("every run replayed the same, one replay recorded per run" if not problems

@@ -109,6 +109,73 @@ def snapshot(db_path: str) -> bytes:
         return copy.read_bytes()
 
 
+class RayPool:
+    """Ray actors that each hold a copy of the recordings, ready to replay runs.
+
+    Starting them (a Python process each, importing tracer, openai and OpenEnv) is Ray's
+    start-up, paid once; ``replay`` hands out runs as actors free up."""
+
+    def __init__(self, ray: Any, db_path: str, options: Options, count: int):
+        self.ray, self.options = ray, options
+        self.database = ray.put(snapshot(db_path))
+        self.actor_class = ray.remote(num_cpus=1, max_restarts=0)(RayWorker)
+        self.actors = [self.actor_class.remote(self.database, options) for _ in range(count)]
+        try:
+            ray.get([actor.__ray_ready__.remote() for actor in self.actors])
+        except ray.exceptions.RayError as exc:  # an actor that cannot even start
+            why = " ".join(str(exc).split())[:160]
+            raise TraceError(f"the Ray workers could not start ({why})") from None
+
+    def replay(
+        self,
+        run_ids: list[str],
+        directory: Path,
+        on_result: Callable[[RunResult], None] = lambda result: None,
+        emit: Callable[[str], None] = lambda line: None,
+        note: Callable[[str], None] = lambda text: None,
+    ) -> tuple[list[RunResult], list[str], bool]:
+        """Replay ``run_ids``, writing each run's shard into ``directory``; return the results
+        in run order, the shards' paths and whether Ctrl-C stopped it."""
+        ray = self.ray
+        shards: list[str] = []
+        collected = InOrder(run_ids, on_result, emit, note)
+        pending = deque(run_ids)
+        in_flight: dict[Any, tuple[Any, str]] = {}
+
+        def submit(actor: Any) -> None:
+            if pending:
+                run_id = pending.popleft()
+                in_flight[actor.replay.remote(run_id)] = (actor, run_id)
+
+        for actor in self.actors:
+            submit(actor)
+        try:
+            while in_flight:
+                (ready,), _ = ray.wait(list(in_flight), num_returns=1)
+                actor, run_id = in_flight.pop(ready)
+                try:
+                    result, data = ray.get(ready)
+                except ray.exceptions.RayError as exc:
+                    why = " ".join(str(exc).split())[:160]
+                    result, data = RunResult(run_id, None, [], f"its Ray worker failed ({why})"), None
+                    ray.kill(actor)
+                    self.actors.remove(actor)
+                    actor = self.actor_class.remote(self.database, self.options)
+                    self.actors.append(actor)
+                if data is not None:
+                    directory.mkdir(exist_ok=True)
+                    shard = directory / f"run-{len(shards) + 1}.db"
+                    shard.write_bytes(data)
+                    shards.append(str(shard))
+                collected.add(result)
+                submit(actor)
+        except KeyboardInterrupt:  # what finished is kept; runs in flight are dropped
+            for _, run_id in in_flight.values():
+                collected.add(RunResult(run_id, None, [], "interrupted"))
+            return collected.results(), shards, True
+        return collected.results(), shards, False
+
+
 def replay_in_ray(
     db_path: str,
     run_ids: list[str],
@@ -125,47 +192,15 @@ def replay_in_ray(
     ray = import_ray()
     directory = shard_dir(db_path)
     shards: list[str] = []
-    collected = InOrder(run_ids, on_result, emit, note)
-    interrupted = False
     try:
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        database = ray.put(snapshot(db_path))
-        actor_class = ray.remote(num_cpus=1, max_restarts=0)(RayWorker)
-        pending = deque(run_ids)
-        in_flight: dict[Any, tuple[Any, str]] = {}
-
-        def submit(actor: Any) -> None:
-            if pending:
-                run_id = pending.popleft()
-                in_flight[actor.replay.remote(run_id)] = (actor, run_id)
-
-        for _ in range(min(count, len(run_ids))):
-            submit(actor_class.remote(database, options))
-        try:
-            while in_flight:
-                (ready,), _ = ray.wait(list(in_flight), num_returns=1)
-                actor, run_id = in_flight.pop(ready)
-                try:
-                    result, data = ray.get(ready)
-                except ray.exceptions.RayError as exc:
-                    why = " ".join(str(exc).split())[:160]
-                    result, data = RunResult(run_id, None, [], f"its Ray worker failed ({why})"), None
-                    ray.kill(actor)
-                    actor = actor_class.remote(database, options)
-                if data is not None:
-                    directory.mkdir(exist_ok=True)
-                    shard = directory / f"run-{len(shards) + 1}.db"
-                    shard.write_bytes(data)
-                    shards.append(str(shard))
-                collected.add(result)
-                submit(actor)
-        except KeyboardInterrupt:  # what finished is kept; runs in flight are dropped
-            interrupted = True
-            for _, run_id in in_flight.values():
-                collected.add(RunResult(run_id, None, [], "interrupted"))
+        pool = RayPool(ray, db_path, options, min(count, len(run_ids)))
+        results, shards, interrupted = pool.replay(run_ids, directory, on_result, emit, note)
+    except KeyboardInterrupt:  # while the actors start: nothing replayed yet
+        results = [RunResult(run_id, None, [], "interrupted") for run_id in run_ids]
+        interrupted = True
     finally:
         ray.shutdown()
     if shards:
         merge_shards(db_path, shards, directory, options)
-    return collected.results(), interrupted
-
+    return results, interrupted
