@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from tracer import __version__
-
 if TYPE_CHECKING:
     from tracer.store import Store
 
@@ -173,7 +171,7 @@ def flag(value: bool | None) -> str:
 
 
 @click.group(cls=TracerGroup)
-@click.version_option(__version__, prog_name="tracer")
+@click.version_option(package_name="openenv-tracer", prog_name="tracer")
 @click.option("--db", "db_path", metavar="PATH", callback=_not_empty,
               help="Trace database file for the command (its own --db wins).")
 def cli(db_path: str | None) -> None:

@@ -10,15 +10,32 @@ checking API below is imported on first use, so ``validator --help`` starts fast
 
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["Problem", "Report", "check_file", "check_lines", "check_stream"]
+__all__ = ["Problem", "Report", "check_file", "check_lines", "check_stream", "package_version"]
+
+#: The distribution that installs both ``validator`` and ``tracer``; pyproject.toml's
+#: ``[project] version`` is its one version, read back from the installed metadata.
+DISTRIBUTION = "openenv-tracer"
 
 _LAZY = {"check_lines": "validator.check", "check_file": "validator.check",
          "check_stream": "validator.check", "Report": "validator.report",
          "Problem": "validator.report"}
 
 
+def package_version() -> str:
+    """Return the installed openenv-tracer's version, or ``"0+unknown"`` in a source tree that
+    was never installed (``pip install -e .`` installs it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    # __version__ is looked up on first use: importing importlib.metadata costs start-up time.
+    if name == "__version__":
+        return package_version()
     if name in _LAZY:
         import importlib
 

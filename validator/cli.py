@@ -9,8 +9,6 @@ from typing import IO, Any, cast
 
 import click
 
-from validator import __version__
-
 FORMATS = ("text", "json", "github")
 
 
@@ -33,7 +31,7 @@ class _Output:
 
 
 @click.group()
-@click.version_option(__version__, prog_name="validator")
+@click.version_option(package_name="openenv-tracer", prog_name="validator")
 def cli() -> None:
     """Check OpenEnv inference stdout logs."""
 

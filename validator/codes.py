@@ -3,7 +3,7 @@
 E1xx are structure and encoding problems, E2xx field problems, E3xx episode rules and Wxxx
 warnings. Codes are stable: a rule that goes away leaves its code unused. Each code carries a
 bad and a good example log (bytes, as a file would hold them); the tests run both and the
-README table is generated from them (``python -m validator.codes``).
+table in docs/rules.md is generated from them (cog; ``python -m validator.codes`` prints it).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def show(example: bytes) -> str:
 
 
 def markdown_table() -> str:
-    """Return the README's table of codes, generated from the registry."""
+    """Return docs/rules.md's table of codes (Markdown), generated from the registry."""
     rows = ["| code | severity | rule | bad | good |", "|---|---|---|---|---|"]
     for c in CODES.values():
         args = f" (`{' '.join(c.args)}`)" if c.args else ""
