@@ -86,9 +86,13 @@ def secrets_from_environ(environ: Mapping[str, str] | None = None, *,
     return [value for _, value in named if len(value) >= MIN_SECRET_LENGTH]
 
 
+# One encoder for every write: json.dumps with options builds a new one on each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str:
     """Return compact JSON, keeping non-ASCII text readable."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def strict_json(value: Any, **options: Any) -> str:
@@ -273,15 +277,34 @@ class Store:
         """
         ids = []
         with self.transaction():
+            execute = self.db.conn.execute
             for table, row in rows:
-                key = (table, tuple(row))
+                key = (table, *row)
                 sql = self._insert_sql.get(key)
                 if sql is None:
                     columns = ", ".join(f"[{c}]" for c in row)
                     sql = self._insert_sql[key] = (
                         f"insert into [{table}] ({columns}) values ({', '.join('?' * len(row))})")
-                ids.append(self.db.conn.execute(sql, [self.redact(v) for v in row.values()]).lastrowid)
+                ids.append(execute(sql, self._redacted(row.values())).lastrowid)
         return ids
+
+    def _redacted(self, values: Iterable[Any]) -> list[Any]:
+        """Return the values to write: JSON-able data as JSON text, every secret replaced.
+
+        ``redact`` for a row at once: it runs on every value of every row recorded."""
+        secrets = self.secrets
+        out = []
+        for value in values:
+            kind = type(value)
+            if kind is dict or kind is list or (
+                    kind is not str and isinstance(value, (dict, list))):
+                value, kind = _ENCODER.encode(value), str
+            if secrets and (kind is str or isinstance(value, str)):
+                for secret in secrets:
+                    if secret in value:
+                        value = value.replace(secret, REDACTED)
+            out.append(value)
+        return out
 
     def delete_row(self, table: str, rowid: int) -> None:
         """Delete one row (a line the recorder wrote, then could not print)."""
@@ -295,7 +318,7 @@ class Store:
         assignments = ", ".join(f"[{c}] = ?" for c in row)
         with self.transaction():
             self.db.conn.execute(f"update [{table}] set {assignments} where [id] = ?",
-                                 [*(self.redact(v) for v in row.values()), pk])
+                                 [*self._redacted(row.values()), pk])
 
     def start_run(self, **fields: Any) -> str:
         """Insert a run with status ``running``; return its id."""
