@@ -152,7 +152,7 @@ class Recorder:
             position=self._llm_position,
             method=exchange.method,
             url=exchange.url,
-            request_hash=request_hash(exchange.request),
+            request_hash=exchange.request_hash or request_hash(exchange.request),
             # The text as sent when it is JSON (see decode_json_text), not a copy written anew.
             request=_as_is(exchange.request_text, exchange.request),
             status_code=exchange.status_code,

@@ -68,6 +68,7 @@ class Exchange:
     #: ``decode_json_text``); None: store ``request``/``response`` as JSON.
     request_text: str | None = None
     response_text: str | None = None
+    request_hash: str | None = None  # the request's hash when already known (a replay's check)
 
 
 class _TeeStream(httpx.SyncByteStream):
