@@ -1,6 +1,7 @@
 """What recording costs: whole runs with and without ``TRACE``, and the store's write path alone.
 
-    python bench/bench_recorder.py [--quick] [--rounds 7] [--in-process [--episodes 20] [--steps 8]]
+    python bench/bench_recorder.py [--quick] [--rounds 7] [--against COMMIT]
+    python bench/bench_recorder.py --in-process [--episodes 20] [--steps 8]
     python bench/bench_recorder.py --startup [--against COMMIT] [--rounds 7]
 
 Default (what the target is judged on): ``python inference.py`` as a process of its own, against
@@ -11,7 +12,8 @@ ratio of the episodes' wall time (first ``[START]`` to last ``[END]``, as the pa
 lines), of the whole process, the child's CPU time (``wait4``) and the bytes it wrote
 (``/proc/self/io`` ``wchar`` at exit: stdout is the same both ways, so the difference is the
 database: WAL frames and checkpoints). Prints the median of the paired ratios and, per step, the
-CPU and bytes recording added.
+CPU and bytes recording added. ``--against COMMIT``: the same for that commit's files (``git
+archive``, run with ``PYTHONPATH`` set to them), its pairs interleaved with this tree's.
 
 ``--startup``: time from ``python inference.py`` (``MAX_STEPS=1``, one task, same servers) to its
 first ``[START]`` and ``[STEP]`` lines, this tree against ``--against COMMIT`` (its files taken
@@ -109,59 +111,82 @@ def servers_env(llm_url: str, env_url: str, db: Path) -> dict[str, str]:
             "MODEL_NAME": STANDIN_MODEL, "ENV_BASE_URL": env_url, "TRACE_DB": str(db)}
 
 
-def foreign(rounds: int, tasks: int, steps: int) -> None:
-    """Recorded against unrecorded ``inference.py`` processes, servers in processes of their own."""
+def checkout(commit: str, into: Path) -> Path:
+    """Return a directory holding ``commit``'s files (``git archive``)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> None:
+    """Recorded against unrecorded ``inference.py`` processes, servers in processes of their own
+    (and the same for ``against``'s tree, interleaved round by round)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from local_servers import Served
 
     with tempfile.TemporaryDirectory() as tmp, Served("standin") as llm, Served("echo") as env:
-        base = {**servers_env(llm.url, env.url, Path(tmp) / "traces.db"),
-                "TASKS": ",".join(f"task{i}" for i in range(1, tasks + 1)),
-                "MAX_STEPS": str(steps)}
-        ways = {True: {**base, "TRACE": "on"}, False: {**base, "TRACE": "off"}}
+        trees = {"this tree": ROOT}
+        if against:
+            trees = {against: checkout(against, Path(tmp) / "old"), **trees}
         io_file = Path(tmp) / "io"
-        for trace in (True, False):  # warm up: page cache, the database created and migrated
-            inference_process({**ways[trace], "MAX_STEPS": "2"}, ROOT, io_file)
-        got: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-        ratios: dict[str, list[float]] = {"span": [], "whole": [], "cpu": [], "span_cpu": []}
+        ways: dict[str, dict[bool, dict[str, str]]] = {}
+        for name, tree in trees.items():
+            base = {**servers_env(llm.url, env.url, Path(tmp) / f"{len(ways)}.db"),
+                    "TASKS": ",".join(f"task{i}" for i in range(1, tasks + 1)),
+                    "MAX_STEPS": str(steps), "PYTHONPATH": str(tree)}
+            ways[name] = {True: {**base, "TRACE": "on"}, False: {**base, "TRACE": "off"}}
+            for trace in (True, False):  # warm up: page cache, the database created and migrated
+                inference_process({**ways[name][trace], "MAX_STEPS": "2"}, tree, io_file)
+        got = {name: {True: [], False: []} for name in trees}
+        ratios = {name: {"span": [], "whole": [], "cpu": [], "span_cpu": []} for name in trees}
         for i in range(rounds):
             order = (False, True) if i % 2 == 0 else (True, False)  # cancel drift
-            pair = {trace: inference_process(ways[trace], ROOT, io_file) for trace in order}
-            for trace, figures in pair.items():
-                got[trace].append(figures)
-            for name, paired in ratios.items():
-                paired.append(pair[True][name] / pair[False][name])
-            print(f"  round {i + 1}: episodes off {pair[False]['span']:.2f} s, on "
-                  f"{pair[True]['span']:.2f} s, ratio {ratios['span'][-1]:.3f}; CPU off "
-                  f"{pair[False]['cpu']:.2f} s, on {pair[True]['cpu']:.2f} s", flush=True)
-        db_bytes = (Path(tmp) / "traces.db").stat().st_size
+            for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
+                pair = {trace: inference_process(ways[name][trace], trees[name], io_file)
+                        for trace in order}
+                for trace, figures in pair.items():
+                    got[name][trace].append(figures)
+                for key, paired in ratios[name].items():
+                    paired.append(pair[True][key] / pair[False][key])
+                print(f"  round {i + 1}, {name}: episodes off {pair[False]['span']:.2f} s, on "
+                      f"{pair[True]['span']:.2f} s, ratio {ratios[name]['span'][-1]:.3f}; CPU "
+                      f"off {pair[False]['span_cpu']:.2f} s, on {pair[True]['span_cpu']:.2f} s",
+                      flush=True)
+        db_bytes = {name: (Path(tmp) / f"{k}.db").stat().st_size for k, name in enumerate(trees)}
 
     n = tasks * steps
-    med = {trace: {k: statistics.median(f[k] for f in got[trace]) for k in got[trace][0]}
-           for trace in got}
-    added_cpu = statistics.median(on["span_cpu"] - off["span_cpu"]
-                                  for on, off in zip(got[True], got[False]))
-    added_bytes = statistics.median(on["wchar"] - off["wchar"]
-                                    for on, off in zip(got[True], got[False]))
-    ratio = statistics.median(ratios["span"])
     print(f"inference.py processes: {tasks} tasks x {steps} steps, stand-in model and echo env "
           f"each in a process of its own on 127.0.0.1, {rounds} rounds each way, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"baseline TRACE=off: episodes {med[False]['span']:.2f} s (median, first [START] to "
-          f"last [END]) = {med[False]['span'] / n * 1000:.2f} ms per step; whole process "
-          f"{med[False]['whole']:.2f} s; CPU {med[False]['span_cpu'] / n * 1000:.2f} ms per step "
-          f"(the process's, all threads, over the episodes; {med[False]['cpu']:.2f} s in all)")
-    print(f"  recorded: episodes {med[True]['span']:.2f} s; median of paired ratios {ratio:.3f}x "
-          f"(range {min(ratios['span']):.3f} to {max(ratios['span']):.3f}); whole process "
-          f"{statistics.median(ratios['whole']):.3f}x")
-    print(f"  recording overhead: {(ratio - 1) * 100:+.1f}% of the episodes' wall time")
-    print(f"  CPU recording adds over the episodes: {added_cpu / n * 1000:.3f} ms per step (median "
-          f"of pairs; {(statistics.median(ratios['span_cpu']) - 1) * 100:+.1f}%); to the whole "
-          f"process: {(statistics.median(ratios['cpu']) - 1) * 100:+.1f}%")
-    print(f"  bytes recording writes (wchar on - off): {added_bytes / n / 1024:.1f} KB per step; "
-          f"database file {db_bytes / (n * (rounds + 1)) / 1024:.2f} KB per recorded step")
-    met = ratio - 1 <= TARGET_OVERHEAD
-    print(f"target (recording <= {TARGET_OVERHEAD:.0%} of wall time):", "met" if met else "MISSED")
+    for name in trees:
+        on_off, paired = got[name], ratios[name]
+        med = {trace: {k: statistics.median(f[k] for f in on_off[trace]) for k in on_off[trace][0]}
+               for trace in on_off}
+        added_cpu = statistics.median(on["span_cpu"] - off["span_cpu"]
+                                      for on, off in zip(on_off[True], on_off[False]))
+        added_bytes = statistics.median(on["wchar"] - off["wchar"]
+                                        for on, off in zip(on_off[True], on_off[False]))
+        ratio = statistics.median(paired["span"])
+        print(f"{name}:")
+        print(f"  baseline TRACE=off: episodes {med[False]['span']:.2f} s (median, first [START] "
+              f"to last [END]) = {med[False]['span'] / n * 1000:.2f} ms per step; whole process "
+              f"{med[False]['whole']:.2f} s; CPU {med[False]['span_cpu'] / n * 1000:.2f} ms per "
+              f"step (the process's, all threads, over the episodes)")
+        print(f"  recorded: episodes {med[True]['span']:.2f} s; median of paired ratios "
+              f"{ratio:.3f}x (range {min(paired['span']):.3f} to {max(paired['span']):.3f}); "
+              f"whole process {statistics.median(paired['whole']):.3f}x")
+        print(f"  recording overhead: {(ratio - 1) * 100:+.1f}% of the episodes' wall time")
+        print(f"  CPU recording adds over the episodes: {added_cpu / n * 1000:.3f} ms per step "
+              f"(median of pairs; {(statistics.median(paired['span_cpu']) - 1) * 100:+.1f}%); to "
+              f"the whole process: {(statistics.median(paired['cpu']) - 1) * 100:+.1f}%")
+        print(f"  bytes recording writes (wchar on - off): {added_bytes / n / 1024:.1f} KB per "
+              f"step; database file {db_bytes[name] / (n * rounds + 2) / 1024:.2f} KB per "
+              "recorded step")
+        met = ratio - 1 <= TARGET_OVERHEAD
+        print(f"  target (recording <= {TARGET_OVERHEAD:.0%} of wall time):",
+              "met" if met else "MISSED")
 
 
 def startup(rounds: int, against: str | None) -> None:
@@ -172,12 +197,7 @@ def startup(rounds: int, against: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp, Served("standin") as llm, Served("echo") as env:
         trees = {"this tree": ROOT}
         if against:
-            old = Path(tmp) / "old"
-            old.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", against],
-                                     check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-            trees = {against: old, **trees}
+            trees = {against: checkout(against, Path(tmp) / "old"), **trees}
         io_file = Path(tmp) / "io"
         got: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
 
@@ -324,7 +344,7 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="the old measure: runner.run in this process, embedded env and model")
     parser.add_argument("--startup", action="store_true", help="time to the first lines")
-    parser.add_argument("--against", help="with --startup: a commit to compare with")
+    parser.add_argument("--against", help="a commit whose tree is measured alike, interleaved")
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--steps", type=int)
@@ -335,7 +355,7 @@ def main() -> None:
     if args.startup:
         return startup(args.rounds, args.against)
     if not args.in_process:
-        return foreign(args.rounds, args.tasks, args.steps or 100)
+        return foreign(args.rounds, args.tasks, args.steps or 100, args.against)
     args.steps = args.steps or 8
     tasks = ("echo",) * args.episodes
     steps_per_run = args.episodes * args.steps
