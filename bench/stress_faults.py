@@ -8,7 +8,8 @@ writers on one database.
    fault (status 500, an HTML page with status 200, ``choices: []``, a body cut short). Half
    stream. Each run gets SIGTERM, SIGINT, SIGKILL or nothing at a random moment of its first
    ten seconds. Checked for every run: unless killed, stdout passes ``validator check``, stderr
-   holds no traceback and the exit code is 0 or 1; killed or not, the lines printed are the
+   holds no traceback and the exit code is 0, 1 or 128 + the signal's number; killed or not,
+   the lines printed are the
    first lines recorded for the run, in order. A signal that comes before Python has run the
    first line of ``inference.py`` cannot be handled; such runs (no output at all) are counted
    apart.
@@ -109,7 +110,9 @@ def check_run(result: dict, db: Path) -> list[str]:
             problems.append(f"invalid log: {report.problems[0]}")
         if "Traceback" in result["stderr"]:
             problems.append("traceback on stderr")
-        if result["code"] not in (0, 1):
+        # 128 + the signal's number when a signal ended the run (as a shell reports it)
+        signalled = () if result["action"] == "none" else (128 + getattr(signal, result["action"]),)
+        if result["code"] not in (0, 1, *signalled):
             problems.append(f"exit code {result['code']}")
     if KEY in result["stdout"] + result["stderr"]:
         problems.append("the key was printed")

@@ -447,3 +447,56 @@ def test_the_prompt_is_the_same_under_openenv_and_openenv_core():
     assert user_prompt(1, {"echoed_message": "hi", "metadata": {}}, 0.0, []) == \
         user_prompt(1, {"echoed_message": "hi"}, 0.0, [])
     assert '"metadata": {"source": "x"}' in user_prompt(1, {"metadata": {"source": "x"}}, 0.0, [])
+
+
+def test_a_run_against_an_env_url_does_not_load_openenvs_server_side(tmp_path, llm_server,
+                                                                      echo_env_server):
+    # OpenEnv's package __init__ imports FastAPI and fastmcp (1.2 s of every start), which a run
+    # that only talks to an env never uses.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, inference_env
+
+    probe = ("import runpy, sys\nsys.argv = ['inference.py']\ntry:\n"
+             f"    runpy.run_path({str(ROOT / 'inference.py')!r}, run_name='__main__')\n"
+             "finally:\n    print('loaded:', *sorted(m for m in ('fastmcp', 'mcp', 'fastapi')"
+             " if m in sys.modules), file=sys.stderr)\n")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False,
+        env=inference_env(tmp_path, HF_TOKEN=SECRET, API_BASE_URL=llm_server.url + "/v1",
+                          ENV_BASE_URL=echo_env_server.url, MAX_STEPS="2"))
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [
+        "[START]", "[STEP]", "[STEP]", "[END]"]
+    assert done.stderr.splitlines()[-1] == "loaded:"
+
+
+def test_each_step_is_one_transaction_holding_its_llm_call_step_and_line(tmp_path, capsys,
+                                                                         monkeypatch):
+    # One commit per step (not one per row), and the line is in it: printed means committed.
+    statements: list[str] = []
+    connect = Store._connect
+
+    def traced(self, writable):
+        conn = connect(self, writable)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(Store, "_connect", traced)
+    assert run(config(tmp_path, max_steps=3)) == 0
+    lines, _ = log_of(capsys)
+    transactions, current = [], []
+    for sql in statements:
+        if sql == "BEGIN IMMEDIATE":
+            current = []
+        elif sql == "COMMIT":
+            transactions.append(current)
+        else:
+            current.append(sql.split("(")[0].split()[2] if sql.startswith("insert") else sql)
+    steps = [t for t in transactions if "[steps]" in t]
+    assert steps == [["[llm_calls]", "[steps]", "[lines]"]] * 3
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    assert [r["line"] for r in db.query("select line from lines where line like '[STEP]%' "
+                                        "order by id")] == [line.format() for line in lines[1:4]]

@@ -152,18 +152,24 @@ class Recorder:
             position=self._llm_position,
             method=exchange.method,
             url=exchange.url,
-            request_hash=request_hash(exchange.request),
-            request=exchange.request,
+            request_hash=exchange.request_hash or request_hash(exchange.request),
+            # The text as sent when it is JSON (see decode_json_text), not a copy written anew.
+            request=_as_is(exchange.request_text, exchange.request),
             status_code=exchange.status_code,
             # A stream's chunks can split a secret that the model repeated: redact it whole.
             response=(redact_stream(exchange.response, self.secrets, REDACTED)
                       if exchange.stream and isinstance(exchange.response, str)
-                      else exchange.response),
+                      else _as_is(exchange.response_text, exchange.response)),
             stream=int(exchange.stream),
             latency_ms=round(exchange.latency_ms, 3),
             error=exchange.error or _unfinished(exchange),
             started_at=exchange.started_at,
         )))
+
+
+def _as_is(text: str | None, value: Any) -> Any:
+    """Return a body's JSON text to store, or its value when the text cannot be kept."""
+    return value if text is None else text
 
 
 def _unfinished(exchange: Exchange) -> str | None:

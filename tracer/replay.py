@@ -21,7 +21,7 @@ from tracer.mcp_agent import LIST_TOOLS
 from tracer.queries import decode, episode_rows, llm_call_rows, run_row, step_rows
 from tracer.recorder import Recorder
 from tracer.runner import EnvProvider, llm_client, settings_for
-from tracer.store import Store, TraceError
+from tracer.store import REDACTED, Store, TraceError
 from tracer.transport import canonical_json, request_hash
 from validator.grammar import format_reward
 
@@ -93,16 +93,25 @@ class ReplayTransport(httpx.BaseTransport):
         self.differences: list[tuple[int, str]] = []  # (step, what differs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        raw = request.read()
+        return _response_from(self.answer(request.read())[0])
+
+    def answer(self, raw: bytes) -> tuple[dict[str, Any], str]:
+        """Check a request body against the next recorded exchange; return that exchange and
+        the body's hash. Raise ``StopEpisode`` when there is none, or (strict) it differs."""
         if self.position >= len(self.calls):
             raise StopEpisode(
                 f"LLM call #{self.position + 1} has no recorded response: the recording "
                 f"has {len(self.calls)} for this episode"
             )
         call = self.calls[self.position]
-        # The stored body is usually the exact text sent: then no JSON parse and no hash.
-        if raw.decode("utf-8", "replace") != call["request"] and (
-                request_hash(body := json.loads(raw or b"null")) != call["request_hash"]):
+        # The stored body is usually the exact text sent: then no JSON parse and no hash (the
+        # recorded one is this body's, unless redaction changed the text stored).
+        digest = call["request_hash"]
+        text = raw.decode("utf-8", "replace")
+        if text == call["request"] and REDACTED in text:
+            digest = request_hash(json.loads(text))
+        elif text != call["request"] and (
+                (digest := request_hash(body := json.loads(raw or b"null"))) != call["request_hash"]):
             changes = json_diff(json.loads(call["request"]), body)
             difference = (f"step {call['step']}: LLM request #{self.position + 1} differs from "
                           "the recording:" + "".join(f"\n      {c}" for c in changes[:MAX_DIFFS]))
@@ -110,7 +119,7 @@ class ReplayTransport(httpx.BaseTransport):
             if not self.lenient:
                 raise StopEpisode(difference)
         self.position += 1
-        return _response_from(call)
+        return call, digest
 
     def next_call(self) -> dict[str, Any] | None:
         """Return the recorded exchange the next request will be answered with, if any."""
@@ -284,10 +293,9 @@ def replay_run(
     llm = llm_client(config, recorder, transport=transport)
     if offline and not through_client:
         from tracer.recorded_llm import RecordedLLM
-        from tracer.transport import RecordingTransport
 
-        chain = RecordingTransport(recorder.on_exchange, transport) if recorder.enabled else transport
-        llm = RecordedLLM(llm, chain, transport.next_call, config.api_base_url)
+        llm = RecordedLLM(llm, transport, recorder.on_exchange if recorder.enabled else None,
+                          config.api_base_url)
     recorded_schema = (run["env_schema"] or {}).get("action")
     interrupted = False
     try:

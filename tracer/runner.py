@@ -86,16 +86,12 @@ class EnvProvider:
 
     def open(self) -> Any:
         """Return a connected (synchronous) client for a new episode."""
-        from tracer.openenv_import import import_openenv
-
-        import_openenv()
-        from openenv.core.generic_client import GenericEnvClient
-
         from tracer import agent
+        from tracer.openenv_import import env_client_class
 
-        self._start()
-        client = GenericEnvClient(base_url=self.base_url,
-                                  message_timeout_s=agent.ENV_TIMEOUT_S).sync()
+        client_class = env_client_class()  # before the image's provider: the client alone
+        self._start()  # an embedded env imports OpenEnv's server side then
+        client = client_class(base_url=self.base_url, message_timeout_s=agent.ENV_TIMEOUT_S).sync()
         client.connect()
         return client
 

@@ -31,11 +31,24 @@ def request_hash(body: Any) -> str:
 
 def decode_body(content: bytes) -> Any:
     """Return a body as JSON when it is JSON, else as text."""
+    return decode_json_text(content)[0]
+
+
+def decode_json_text(content: bytes) -> tuple[Any, str | None]:
+    """Return a body as JSON when it is JSON, else as text; and, when it is a JSON object or
+    array, its text to store as is (None: store the value as JSON).
+
+    Storing the text received spares serialising the value again (the largest cost of
+    recording an exchange). Text with ``\\u`` or ``\\/`` escapes is not kept: a secret could
+    hide in them from the redaction, which sees the value's characters only once written out.
+    """
     text = content.decode("utf-8", errors="replace")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
-        return text
+        return text, None
+    plain = isinstance(value, (dict, list)) and "\\u" not in text and "\\/" not in text
+    return value, text if plain else None
 
 
 @dataclass
@@ -51,6 +64,11 @@ class Exchange:
     stream: bool = False
     latency_ms: float = 0.0
     error: str | None = None
+    #: The bodies' JSON text as sent and received, when they can be stored as is (see
+    #: ``decode_json_text``); None: store ``request``/``response`` as JSON.
+    request_text: str | None = None
+    response_text: str | None = None
+    request_hash: str | None = None  # the request's hash when already known (a replay's check)
 
 
 class _TeeStream(httpx.SyncByteStream):
@@ -89,10 +107,10 @@ class RecordingTransport(httpx.BaseTransport):
         self.on_exchange = on_exchange
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = decode_body(request.read())
+        body, text = decode_json_text(request.read())
         exchange = Exchange(
             method=request.method, url=str(request.url), request=body, started_at=now(),
-            stream=isinstance(body, dict) and bool(body.get("stream")),
+            stream=isinstance(body, dict) and bool(body.get("stream")), request_text=text,
         )
         t0 = time.perf_counter()
         try:
@@ -110,17 +128,20 @@ class RecordingTransport(httpx.BaseTransport):
             if encoding and not error:  # keep what the client decoded, not gzip bytes
                 content = httpx.Response(200, headers={"content-encoding": encoding}, content=content).read()
             exchange.latency_ms = (time.perf_counter() - t0) * 1000
-            exchange.response = content.decode("utf-8", "replace") if exchange.stream else decode_body(content)
+            if exchange.stream:
+                exchange.response = content.decode("utf-8", "replace")
+            else:
+                exchange.response, exchange.response_text = decode_json_text(content)
             exchange.error = error
             self.on_exchange(exchange)
 
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_TeeStream(cast(httpx.SyncByteStream, response.stream), finished),
-            extensions=response.extensions,
-            request=request,
-        )
+        if isinstance(response.stream, httpx.ByteStream):  # in memory already, and read (a replay)
+            finished(b"".join(response.stream), None)
+            return response
+        # The same response, its body passed through a tee: a new httpx.Response (headers
+        # copied and parsed again) cost as much as the rest of recording the exchange.
+        response.stream = _TeeStream(cast(httpx.SyncByteStream, response.stream), finished)
+        return response
 
     def close(self) -> None:
         self.inner.close()
