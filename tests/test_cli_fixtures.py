@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import cli
-from tracer.store import Store, dumps, now
+from tracer.store import Store, now
 
 TOKEN = "hf_SuperSecretToken1234567890"
 
@@ -49,15 +49,15 @@ def record_run(
 ) -> str:
     """Record a run the way the recorder does; return its id."""
     run_id = store.start_run(
-        tasks=dumps(list(tasks)), benchmark="echo_env", model=model,
-        api_base_url="http://llm.test/v1", env_source=dumps({"kind": "embedded"}),
-        config=dumps({"max_steps": len(messages), "temperature": 0.0}),
-        versions=dumps({"python": "3.11", "openenv-tracer": "0.1.0"}), replay_of=replay_of,
+        tasks=list(tasks), benchmark="echo_env", model=model,
+        api_base_url="http://llm.test/v1", env_source={"kind": "embedded"},
+        config={"max_steps": len(messages), "temperature": 0.0},
+        versions={"python": "3.11", "openenv-tracer": "0.1.0"}, replay_of=replay_of,
     )
     for position, task in enumerate(tasks, 1):
         episode = store.start_episode(
             run_id, position, task=task, benchmark="echo_env", model=model,
-            reset_args=dumps({}), reset_observation=dumps({"echoed_message": ""}),
+            reset_args={}, reset_observation={"echoed_message": ""},
             reset_latency_ms=3.5,
         )
         store.record_line(run_id, episode, f"[START] task={task} env=echo_env model={model}")
@@ -73,16 +73,16 @@ def record_run(
             store.record_llm_call(
                 run_id=run_id, episode_id=episode, step=step, position=step, method="POST",
                 url="http://llm.test/v1/chat/completions", request_hash=f"h{step}",
-                request=dumps({**request, **({"extra_headers": headers} if headers else {})}),
+                request={**request, **({"extra_headers": headers} if headers else {})},
                 status_code=200, stream=int(stream),
-                response=sse_response(message) if stream else dumps(chat_response(message, step)),
+                response=sse_response(message) if stream else chat_response(message, step),
                 latency_ms=100.0 + step, started_at=now(),
             )
             reward, done = len(message) / 10, step == len(messages)
             rewards.append(reward)
             store.record_step(
-                run_id, episode, step=step, action=dumps({"message": message}),
-                action_text=message, observation=dumps({"echoed_message": message}),
+                run_id, episode, step=step, action={"message": message},
+                action_text=message, observation={"echoed_message": message},
                 reward=reward, done=int(done), error=None, latency_ms=2.0 + step,
                 started_at=now(),
             )
@@ -95,7 +95,7 @@ def record_run(
         score = sum(rewards) / len(rewards)
         store.update_episode(
             episode, ended_at=now(), status="completed", success=int(score > 0.3),
-            steps=len(messages), score=score, rewards=dumps(rewards),
+            steps=len(messages), score=score, rewards=rewards,
         )
         store.record_line(
             run_id, episode, f"[END] success={'true' if score > 0.3 else 'false'} "

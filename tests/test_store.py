@@ -16,7 +16,7 @@ from tracer.store import Store, TraceError
 
 def test_a_new_database_is_migrated_and_uses_wal(tmp_path):
     store = Store(tmp_path / "t.db")
-    assert store._applied() == ["m001_initial", "m002_command_runs"]
+    assert store._applied() == ["m001_initial", "m002_command_runs", "m003_stats_columns"]
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert {"runs", "episodes", "steps", "llm_calls", "lines"} <= set(store.db.table_names())
 
@@ -154,7 +154,7 @@ def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_runs(tmp_path)
     db.commit()
     db.close()
     store = Store(tmp_path / "t.db")
-    assert store._applied()[-1] == "m002_command_runs"
+    assert store._applied()[-1] == "m003_stats_columns"
     assert store.db["runs"].get("r1")["kind"] == "inference"
     assert "env_messages" in store.db.table_names()
 

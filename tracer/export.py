@@ -17,34 +17,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tracer import queries
-from tracer.store import Store, TraceError, dumps
+from tracer import queries, tables
+from tracer.store import Store, TraceError
 
 SCHEMAS = Path(__file__).parent / "schemas"
 SCHEMA_PATH = SCHEMAS / "episode.schema.json"
 FORMAT = "openenv-tracer.episode/1"
-FORMATS = ("jsonl", "log", "messages", "call-messages", "trace", "collect")
 #: The schema each format's rows are checked against (``log`` lines are the validator's).
 FORMAT_SCHEMAS = {"jsonl": "episode", "messages": "messages", "call-messages": "call-messages",
                   "trace": "trace", "collect": "collect"}
 
-RUN_FIELDS = (
-    "id", "started_at", "ended_at", "status", "exit_code", "error", "tasks", "benchmark", "model",
-    "api_base_url", "env_source", "env_schema", "config", "config_fingerprint", "versions",
-    "replay_of", "kind", "command", "cwd", "env_vars", "upstream_url", "env_url", "seed", "checks",
-)
-STEP_FIELDS = (
-    "step", "action", "action_text", "observation", "reward", "done", "error", "latency_ms",
-    "started_at",
-)
-CALL_FIELDS = (
-    "position", "step", "method", "url", "request_hash", "request", "status_code", "stream",
-    "latency_ms", "error", "started_at",
-)
-ENV_MESSAGE_FIELDS = (
-    "position", "step", "session", "method", "path", "request", "status_code", "response",
-    "latency_ms", "error", "started_at",
-)
+RUN_FIELDS = tables.exported("runs")
+STEP_FIELDS = tables.exported("steps")
+CALL_FIELDS = tables.exported("llm_calls")  # the response goes as response or response_text
+ENV_MESSAGE_FIELDS = tables.exported("env_messages")
 
 
 def schema_text() -> str:
@@ -587,20 +573,9 @@ def import_jsonl(store: Store, records: list[dict[str, Any]]) -> ImportResult:
 
 
 def _insert(store: Store, table: str, row: dict[str, Any]) -> int:
-    """Insert inside the caller's transaction, JSON-encoding and redacting every value."""
-    encoded = {}
-    for key, value in row.items():
-        if isinstance(value, bool):
-            value = int(value)
-        elif isinstance(value, (dict, list)) or (key in _JSON_COLUMNS and value is not None):
-            value = dumps(value)
-        encoded[key] = store.redact(value)
-    return store.db[table].insert(encoded).last_pk
+    """Insert inside the caller's transaction, encoded and redacted as the recorder's rows are."""
+    return store.insert_rows([(table, row)])[0]
 
 
 # Columns that hold JSON even when the value is a bare string or number.
-_JSON_COLUMNS = {
-    "tasks", "env_source", "env_schema", "config", "versions", "rewards", "reset_args",
-    "reset_observation", "action", "observation", "request", "command", "env_vars",
-    "checks",
-}
+_JSON_COLUMNS = {c for t in tables.TABLES for c in tables.json_columns(t)}

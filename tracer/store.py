@@ -1,7 +1,7 @@
 """The trace database: opening, migrating, and every write, with secrets redacted.
 
-Every row goes through ``Store.insert_rows``/``Store._update``, which redact secrets and
-commit at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already
+Every row goes through ``Store.insert_rows``/``Store._update``, which encode it as
+``tracer.tables`` describes, redact secrets and commit at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already
 written and several processes can record into one file.
 """
 
@@ -45,6 +45,7 @@ def _import_sqlite_utils():
 sqlite_utils = _import_sqlite_utils()
 
 from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
+from tracer.tables import dumps, encode
 
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"
@@ -84,11 +85,6 @@ def secrets_from_environ(environ: Mapping[str, str] | None = None, *,
             print(f"tracer: {name} is shorter than {MIN_SECRET_LENGTH} characters: taken for a "
                   "placeholder, not a key, and not redacted", file=sys.stderr, flush=True)
     return [value for _, value in named if len(value) >= MIN_SECRET_LENGTH]
-
-
-def dumps(value: Any) -> str:
-    """Return compact JSON, keeping non-ASCII text readable."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def strict_json(value: Any, **options: Any) -> str:
@@ -274,6 +270,7 @@ class Store:
         ids = []
         with self.transaction():
             for table, row in rows:
+                row = encode(table, row)  # JSON columns as JSON, token counts computed
                 key = (table, tuple(row))
                 sql = self._insert_sql.get(key)
                 if sql is None:
@@ -292,6 +289,7 @@ class Store:
         return self.insert_rows([(table, row)])[0]
 
     def _update(self, table: str, pk: Any, row: dict[str, Any]) -> None:
+        row = encode(table, row)
         assignments = ", ".join(f"[{c}] = ?" for c in row)
         with self.transaction():
             self.db.conn.execute(f"update [{table}] set {assignments} where [id] = ?",
