@@ -171,6 +171,7 @@ def m003_stats_columns(db: sqlite_utils.Database) -> None:
         ([*(c.derived({"response": response, "stream": stream})  # type: ignore[misc]
             for c in derived), row_id] for row_id, response, stream in rows))
     calls.create_index(["latency_ms"])
+    calls.create_index(["prompt_tokens", "completion_tokens"])  # sums read it, not the rows
     db["steps"].create_index(["latency_ms"])
 
 

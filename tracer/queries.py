@@ -149,8 +149,7 @@ def episode_rows(
     for ep in episodes:
         if ep["status"] == "running" and run_status != "running":
             ep["status"] = "interrupted"
-        decode_row("episodes", ep)
-        ep["success"] = None if ep["success"] is None else bool(ep["success"])
+        decode_row("episodes", ep)  # success as a bool
     return episodes
 
 
@@ -160,8 +159,7 @@ def step_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
         rows(store, "select * from steps where episode_id = ? order by step, id", [episode_id])
     )
     for s in steps:
-        decode_row("steps", s)
-        s["done"] = None if s["done"] is None else bool(s["done"])
+        decode_row("steps", s)  # done as a bool
     return steps
 
 
@@ -306,37 +304,46 @@ def stats(store: Store) -> dict[str, Any]:
     """Return counts, token totals, latency percentiles and per-task outcomes."""
     count = {t: _scalar(store, f"select count(*) from {t}") for t in
              ("runs", "episodes", "steps", "llm_calls")}
-    # Kept as columns on write (tracer.tables), streams' usage too: no response is read here.
-    prompt, completion = (v or 0 for v in next(store.db.conn.execute(
-        "select sum(prompt_tokens), sum(completion_tokens) from llm_calls")))
-    # Steps are counted as rows: episodes.steps is 0 until an episode ends.
-    tasks = list(
-        rows(
-            store,
-            "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
-            "avg(e.success) as success_rate, coalesce(sum(s.steps), 0) as steps, "
-            "sum(s.reward_sum) / sum(s.rewards) as mean_reward from episodes e left join "
-            "(select episode_id, count(*) as steps, total(reward) as reward_sum, "
-            " count(reward) as rewards from steps group by episode_id) s on s.episode_id = e.id "
-            "group by e.task order by e.task",
-        )
-    )
+    prompt, completion = token_totals(store)
     return {
         **count,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "latency_ms": {
-            "llm_call": _percentiles(store, "llm_calls"),
-            "env_step": _percentiles(store, "steps"),
+            "llm_call": percentiles(store, "llm_calls"),
+            "env_step": percentiles(store, "steps"),
         },
-        "tasks": tasks,
+        "tasks": task_outcomes(store),
     }
+
+
+def token_totals(store: Store) -> tuple[int, int]:
+    """Return the prompt and completion tokens of every LLM call."""
+    # Kept as columns on write (tracer.tables), streams' usage too: no response is read here.
+    prompt, completion = next(store.db.conn.execute(
+        "select sum(prompt_tokens), sum(completion_tokens) from llm_calls"))
+    return prompt or 0, completion or 0
+
+
+def task_outcomes(store: Store) -> list[dict[str, Any]]:
+    """Return per task: episodes, mean score, success rate, steps and mean step reward."""
+    # Steps are counted as rows: episodes.steps is 0 until an episode ends.
+    return list(rows(
+        store,
+        "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
+        "avg(e.success) as success_rate, coalesce(sum(s.steps), 0) as steps, "
+        "sum(s.reward_sum) / sum(s.rewards) as mean_reward from episodes e left join "
+        "(select episode_id, count(*) as steps, total(reward) as reward_sum, "
+        " count(reward) as rewards from steps group by episode_id) s on s.episode_id = e.id "
+        "group by e.task order by e.task",
+    ))
 
 
 def _scalar(store: Store, sql: str, params: Iterable[Any] = ()) -> Any:
     return next(store.db.conn.execute(sql, tuple(params)))[0]
 
 
-def _percentiles(store: Store, table: str) -> dict[str, Any]:
+def percentiles(store: Store, table: str) -> dict[str, Any]:
+    """Return the count and the p50, p90 and p99 (nearest rank) of a table's latency_ms."""
     # Both through the index on latency_ms (m003): the first value that is not a number, if
     # any, then each percentile's rank, without reading every value into a sorted list.
     for row in rows(store, f"select id, latency_ms from {table} where latency_ms is not null "

@@ -18,7 +18,8 @@ from typing import Any
 from tracer.sse import data_events
 
 # How a column's value is stored.
-TEXT, INTEGER, FLOAT = "TEXT", "INTEGER", "FLOAT"
+TEXT, INTEGER, FLOAT = "TEXT", "INTEGER", "REAL"
+BOOL = "BOOL"  # true or false, stored as 1 or 0
 JSON = "JSON"  # any JSON value, stored as its JSON text (a plain string too)
 BODY = "BODY"  # an HTTP body as received: text kept as is, a decoded JSON value as JSON text
 
@@ -53,18 +54,19 @@ class Column:
     """One column of a trace table."""
 
     name: str
-    type: str  # TEXT, INTEGER, FLOAT (SQLite types), JSON or BODY (stored as TEXT)
+    type: str  # TEXT, INTEGER, REAL (SQLite types), BOOL (INTEGER), JSON or BODY (TEXT)
     doc: str = ""
     shape: Shape = ANY  # JSON columns: what the value must be
     members: dict[str, Shape] = field(default_factory=dict)  # JSON objects: their members'
     key: bool = False  # orders and matches rows (diff sorts by it): whole numbers only
     exported: bool = True  # part of a jsonl export (pid and derived values are not)
     derived: Callable[[dict[str, Any]], Any] | None = None  # computed on write from the row
+    schema: dict[str, Any] | None = None  # in the export schema, when not as its type says
 
     @property
     def sql(self) -> str:
         """The column's SQLite type."""
-        return TEXT if self.type in (JSON, BODY) else self.type
+        return {JSON: TEXT, BODY: TEXT, BOOL: INTEGER}.get(self.type, self.type)
 
 
 # -- token counts, kept as columns so stats need not read every response ------------------
@@ -106,10 +108,10 @@ _EPISODE_ID = Column("episode_id", INTEGER, exported=False)
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "runs": (
-        Column("id", TEXT),
-        Column("started_at", TEXT),
+        Column("id", TEXT, schema={"type": "string", "minLength": 1}),
+        Column("started_at", TEXT, schema={"$ref": "#/$defs/time"}),
         Column("ended_at", TEXT),
-        Column("status", TEXT, "running, completed, failed, interrupted"),
+        Column("status", TEXT, schema={"$ref": "#/$defs/status"}),
         Column("exit_code", INTEGER),
         Column("error", TEXT),
         Column("tasks", JSON, shape=STRINGS),
@@ -123,7 +125,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("versions", JSON, shape=OBJECT),
         Column("replay_of", TEXT, "The id of the run this run replayed."),
         Column("pid", INTEGER, exported=False),  # means nothing on another machine
-        Column("kind", TEXT, "inference (inference.py or its replay) or command (tracer run)."),
+        Column("kind", TEXT, "inference (inference.py or its replay) or command (tracer run).",
+               schema={"enum": ["inference", "command", None]}),
         Column("command", JSON, "A command run's argv.", STRINGS),
         Column("cwd", TEXT),
         Column("env_vars", JSON, "Names (never values) of the variables tracer set for it.",
@@ -137,15 +140,16 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "episodes": (
         _id(),
         _RUN_ID,
-        Column("position", INTEGER, "1-based order of the episode within its run.", key=True),
+        Column("position", INTEGER, "1-based order of the episode within its run.", key=True,
+               schema={"type": "integer", "minimum": 1}),
         Column("task", TEXT),
         Column("benchmark", TEXT),
         Column("model", TEXT),
         Column("started_at", TEXT),
         Column("ended_at", TEXT),
-        Column("status", TEXT),
-        Column("success", INTEGER),
-        Column("steps", INTEGER),
+        Column("status", TEXT, schema={"$ref": "#/$defs/status"}),
+        Column("success", BOOL),
+        Column("steps", INTEGER, schema={"type": ["integer", "null"], "minimum": 0}),
         Column("score", FLOAT),
         Column("rewards", JSON, shape=NUMBERS),
         Column("error", TEXT),
@@ -157,12 +161,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _id(),
         _EPISODE_ID,
         _RUN_ID,
-        Column("step", INTEGER, key=True),
+        Column("step", INTEGER, key=True, schema={"type": "integer"}),
         Column("action", JSON, "The JSON payload sent to env.step()."),
         Column("action_text", TEXT, "The action as printed in action=."),
         Column("observation", JSON, "The observation returned."),
         Column("reward", FLOAT),
-        Column("done", INTEGER),
+        Column("done", BOOL),
         Column("error", TEXT),
         Column("latency_ms", FLOAT),
         Column("started_at", TEXT),
@@ -182,7 +186,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("status_code", INTEGER),
         Column("response", BODY, "The JSON response body (or the text of a stream or of a "
                "body that is not JSON).", exported=False),  # exported as response/response_text
-        Column("stream", INTEGER),
+        Column("stream", BOOL, schema={"type": "boolean"}),
         Column("latency_ms", FLOAT),
         Column("error", TEXT),
         Column("started_at", TEXT),
@@ -194,7 +198,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _id(),
         _RUN_ID,
         _EPISODE_ID,
-        Column("line", TEXT, "Exactly as printed on stdout, without the newline."),
+        Column("line", TEXT, "Exactly as printed on stdout, without the newline.",
+               schema={"type": "string"}),
         Column("printed_at", TEXT),
     ),
     "env_messages": (
@@ -202,13 +207,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _RUN_ID,
         _EPISODE_ID,
         Column("step", INTEGER, "The step being taken (1 + the [STEP] lines printed so far)."),
-        Column("position", INTEGER, "1-based order within the run."),
+        Column("position", INTEGER, "1-based order within the run.", schema={"type": "integer"}),
         Column("session", INTEGER, "The WebSocket connection (null: plain HTTP)."),
-        Column("method", TEXT, "HTTP method, or WS for a WebSocket message."),
-        Column("path", TEXT),
+        Column("method", TEXT, "HTTP method, or WS for a WebSocket message.",
+               schema={"type": "string"}),
+        Column("path", TEXT, schema={"type": "string"}),
         Column("request", JSON, "The JSON body or message sent to the env."),
         Column("status_code", INTEGER),
-        Column("response", BODY, "The body or message the env answered, as sent."),
+        Column("response", BODY, "The body or message the env answered: JSON, or the text "
+               "sent.", schema={}),
         Column("latency_ms", FLOAT),
         Column("error", TEXT),
         Column("started_at", TEXT),
@@ -217,6 +224,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
 
 COLUMNS: dict[str, dict[str, Column]] = {t: {c.name: c for c in cs} for t, cs in TABLES.items()}
 _DERIVED = {t: [c for c in cs if c.derived] for t, cs in TABLES.items()}
+_BOOLS = {t: [c.name for c in cs if c.type == BOOL] for t, cs in TABLES.items()}
 
 
 def exported(table: str) -> tuple[str, ...]:
@@ -295,6 +303,9 @@ def decode_row(table: str, row: dict[str, Any], key: str = "id") -> dict[str, An
     for column in json_columns(table):
         if column in row:
             row[column] = decode(row[column], table, row[key], column)
+    for column in _BOOLS[table]:
+        if row.get(column) is not None:
+            row[column] = bool(row[column])
     return check_numbers(row, table, key)
 
 
