@@ -241,8 +241,14 @@ def json_columns(table: str) -> tuple[str, ...]:
 
 
 def dumps(value: Any) -> str:
-    """Return compact JSON, keeping non-ASCII text readable."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Return compact JSON, keeping non-ASCII text readable (escaped only where the text holds
+    a lone surrogate, as JSON from an env may: SQLite stores UTF-8, which cannot carry one)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return text
 
 
 def encode(table: str, row: dict[str, Any]) -> dict[str, Any]:
