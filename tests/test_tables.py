@@ -63,7 +63,7 @@ def stores(tmp_path_factory):
 
 
 @settings(max_examples=60, deadline=None)
-@given(action=values, observation=values, reset=objects, response=values | texts,
+@given(action=values, observation=values, reset=objects, response=texts | objects | st.lists(values),
        request=objects, sent=messages, text=texts, reward=st.floats(-1e9, 1e9),
        stream=st.booleans())
 def test_every_value_the_store_accepts_show_and_export_return_equal(
