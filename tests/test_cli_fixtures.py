@@ -7,14 +7,12 @@ then an env step per message, the stdout protocol lines, the outcome.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from tracer.cli import cli
+from tests.conftest import corrupt, run_cli, snapshot  # noqa: F401  (the CLI tests' helpers)
 from tracer.store import Store, now
 
 TOKEN = "hf_SuperSecretToken1234567890"
@@ -104,23 +102,6 @@ def record_run(
         )
     store.finish_run(run_id, "completed", 0)
     return run_id
-
-
-def run_cli(db: Path | str, *args: str, **env: str):
-    """Run ``tracer ARGS --db DB`` in-process; return the click result (stderr apart)."""
-    return CliRunner().invoke(cli, [*args, "--db", str(db)], env=env or None)
-
-
-def snapshot(path: Path) -> tuple[bytes, int]:
-    """Return a file's bytes and mtime, to prove a command left it alone."""
-    return path.read_bytes(), os.stat(path).st_mtime_ns
-
-
-def corrupt(db: Path, sql: str, *params) -> None:
-    """Change a row behind the store's back, as a bug or a disk error might."""
-    with sqlite3.connect(db) as conn:
-        conn.execute(sql, params)
-    conn.close()
 
 
 @pytest.fixture
