@@ -5,9 +5,7 @@ import sqlite3
 import subprocess
 import sys
 
-from test_cli_fixtures import record_run
-
-from tests.conftest import recorded_ids, run_cli
+from tests.conftest import corrupt, recorded_ids, run_cli
 from tracer import cli as cli_module
 from tracer.store import Store
 
@@ -52,24 +50,31 @@ def test_list_limit_and_trace_db_from_the_environment(db):
     assert len(json.loads(result.stdout)) == 1
 
 
-def test_a_run_whose_process_is_gone_is_listed_as_interrupted(tmp_path):
-    store = Store(tmp_path / "t.db")
-    run_id = record_run(store, finish=False)
-    store.update_run(run_id, pid=2**22 + 12345)  # no such process
-    assert json.loads(run_cli(tmp_path / "t.db", "list", "--json").stdout)[0]["status"] == \
-        "interrupted"
-    shown = json.loads(run_cli(tmp_path / "t.db", "show", run_id, "--json").stdout)
-    assert shown["episodes"][0]["status"] == "interrupted"
+def killed(db, run_id):
+    """Leave a run as a recorder killed mid-episode leaves it: running, no end, no totals."""
+    corrupt(db, "update runs set status = 'running', ended_at = null, exit_code = null, "
+                "pid = ?, process = null where id = ?", 2**22 + 12345, run_id)  # no such pid
+    corrupt(db, "update episodes set status = 'running', ended_at = null, steps = 0, "
+                "score = null, success = null, rewards = null where run_id = ?", run_id)
 
 
-def test_a_run_that_has_not_ended_counts_the_steps_it_recorded(tmp_path):
-    db = tmp_path / "t.db"
-    store = Store(db)
-    record_run(store, ("echo",), ("hello", "big", "world"), finish=False)  # as if killed
-    store.close()
-    assert [r["steps"] for r in json.loads(run_cli(db, "list", "--json").stdout)] == [3]
-    assert "steps 3" in run_cli(db, "show", "latest").stdout
-    assert json.loads(run_cli(db, "stats", "--json").stdout)["tasks"][0]["steps"] == 3
+def test_a_run_whose_process_is_gone_is_listed_as_interrupted(db):
+    run_id = recorded_ids(db)[2]
+    killed(db, run_id)
+    status = {r["id"]: r["status"] for r in json.loads(run_cli(db, "list", "--json").stdout)}
+    assert status[run_id] == "interrupted" and set(status.values()) == {"interrupted", "completed"}
+    shown = json.loads(run_cli(db, "show", run_id, "--json").stdout)
+    assert [e["status"] for e in shown["episodes"]] == ["interrupted", "interrupted"]
+
+
+def test_a_run_that_has_not_ended_counts_the_steps_it_recorded(db):
+    run_id = recorded_ids(db)[2]  # 3 steps in each of its 2 episodes
+    killed(db, run_id)
+    steps = {r["id"]: r["steps"] for r in json.loads(run_cli(db, "list", "--json").stdout)}
+    assert steps[run_id] == 6
+    assert "steps 3" in run_cli(db, "show", run_id).stdout
+    assert [t["steps"] for t in json.loads(run_cli(db, "stats", "--json").stdout)["tasks"]] == \
+        [9, 9]
 
 
 def test_db_may_come_before_the_command_and_the_commands_own_wins(db, tmp_path):

@@ -40,9 +40,11 @@ def test_reading_after_a_killed_writer_sees_its_rows_and_changes_no_file(tmp_pat
 
 
 def test_a_reader_sees_what_a_writer_commits_and_checkpoints_meanwhile(tmp_path):
-    from test_cli_fixtures import record_run
-
     from tracer.queries import all_run_ids
+
+    def record_run(store):
+        run_id = store.start_run(tasks=["echo"])
+        store.start_episode(run_id, 1, task="echo")
 
     writer = Store(tmp_path / "t.db")
     record_run(writer)

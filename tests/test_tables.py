@@ -96,3 +96,48 @@ def test_every_value_the_store_accepts_show_and_export_return_equal(
     assert list(jsonl.episode_records(again, run_id)) == [record]
     (copied,) = queries.show_run(again, run_id)["episodes"][0]["steps"]
     assert {**copied, "id": None} == {**step, "id": None}  # the import numbers rows anew
+
+
+# -- token counts: computed once, on write and by m003 for older rows -------------------------
+
+SSE = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in (
+    {"choices": [{"index": 0, "delta": {"content": "hel"}}]},
+    {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+    {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 4}})) + "data: [DONE]\n\n"
+BODY = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 3}}
+
+
+def test_token_counts_are_kept_from_a_body_or_a_streams_usage_chunk(tmp_path):
+    store = Store(tmp_path / "t.db")
+    run_id = store.start_run()
+    for response, stream in ((BODY, False), (SSE, True), ("<html>502</html>", False),
+                             ({"usage": {"prompt_tokens": "many"}}, False)):
+        store.record_llm_call(run_id=run_id, response=response, stream=stream)
+    assert [tuple(r) for r in store.db.execute(
+        "select prompt_tokens, completion_tokens from llm_calls order by id")] == [
+        (20, 3), (30, 4), (None, None), (None, None)]
+    assert queries.stats(store)["tokens"] == {"prompt": 50, "completion": 7, "total": 57}
+
+
+def test_m003_counts_the_tokens_of_calls_recorded_before_it(tmp_path):
+    import sqlite3
+
+    import sqlite_utils
+
+    from tracer.migrations import MIGRATIONS_TABLE, m001_initial, m002_command_runs
+
+    conn = sqlite3.connect(tmp_path / "t.db")
+    old = sqlite_utils.Database(conn)
+    m001_initial(old)
+    m002_command_runs(old)
+    old[MIGRATIONS_TABLE].insert_all([{"name": "m001_initial", "applied_at": ""},
+                                      {"name": "m002_command_runs", "applied_at": ""}], pk="name")
+    old["llm_calls"].insert_all([{"response": json.dumps(BODY), "stream": 0},
+                                 {"response": SSE, "stream": 1}, {"response": None}])
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path / "t.db")
+    assert [tuple(r) for r in store.db.execute(
+        "select prompt_tokens, completion_tokens from llm_calls order by id")] == [
+        (20, 3), (30, 4), (None, None)]
