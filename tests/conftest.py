@@ -114,3 +114,90 @@ def scripted_env(*answers: dict, reset: dict | None = None, delay_s: float = 0.0
 
     app = Starlette(routes=[Route("/schema", schema), WebSocketRoute("/ws", session)])
     return BackgroundServer(app, "scripted env")
+
+
+# -- trace databases written by the real recorder ----------------------------------------------
+
+#: The runs of ``recording``, oldest first: the inference.py variables each was run with.
+RECORDED_RUNS = (
+    {"TASKS": "echo,shout", "MAX_STEPS": "2"},  # keyed: the key must never reach the database
+    {"TASKS": "echo,shout", "MAX_STEPS": "2", "STREAM": "1"},  # the same answers, streamed
+    {"TASKS": "echo,shout", "MAX_STEPS": "3"},  # one step more in each episode
+)
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory, llm_server) -> Path:
+    """A trace database of real ``inference.py`` runs (the stand-in model on 127.0.0.1, the
+    embedded echo env), made once per session: ``RECORDED_RUNS``, merged in that order."""
+    from tracer.merge import merge
+
+    tmp = tmp_path_factory.mktemp("recording")
+    started = []
+    for number, variables in enumerate(RECORDED_RUNS):
+        shard = tmp / f"run{number}"
+        shard.mkdir()
+        started.append((shard, start_inference(shard, HF_TOKEN=SECRET,
+                                               API_BASE_URL=llm_server.url + "/v1", **variables)))
+    for _, proc in started:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    target = tmp / "traces.db"
+    merge(target, [shard / "traces.db" for shard, _ in started])
+    keyed = recorded_ids(target)[0]
+    replayed = run_cli(target, "replay", keyed, "--offline")  # the fourth run: a replay
+    assert replayed.exit_code == 0, replayed.output
+    import sqlite3
+
+    with sqlite3.connect(target) as conn:  # the file alone holds it all: tests copy the file
+        conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    return target
+
+
+@pytest.fixture
+def db(recording, tmp_path) -> Path:
+    """A copy of ``recording`` for one test, to read or to change."""
+    import shutil
+
+    path = tmp_path / "traces.db"
+    shutil.copy(recording, path)
+    return path
+
+
+def recorded_ids(db: Path) -> list[str]:
+    """Return the ids of ``recording``'s runs in ``RECORDED_RUNS`` order (they ran at once, so
+    their start times do not tell them apart), then that of the replay, if made yet."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        runs = {(json.loads(config)["max_steps"], json.loads(config)["stream"]): run_id
+                for run_id, config in conn.execute(
+                    "select id, config from runs where replay_of is null")}
+        replays = [r for (r,) in conn.execute("select id from runs where replay_of is not null")]
+    conn.close()
+    return [runs[(int(v["MAX_STEPS"]), "STREAM" in v)] for v in RECORDED_RUNS] + replays
+
+
+def run_cli(db: Path | str, *args: str, **env: str):
+    """Run ``tracer ARGS --db DB`` in-process; return the click result (stderr apart)."""
+    from click.testing import CliRunner
+
+    from tracer.cli import cli
+
+    return CliRunner().invoke(cli, [*args, "--db", str(db)], env=env or None)
+
+
+def snapshot(path: Path) -> tuple[bytes, int]:
+    """Return a file's bytes and mtime, to prove a command left it alone."""
+    return path.read_bytes(), os.stat(path).st_mtime_ns
+
+
+def corrupt(db: Path, sql: str, *params) -> None:
+    """Change a row behind the store's back, as a bug or a disk error might."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, params)
+    conn.close()

@@ -3,11 +3,9 @@
 import json
 
 import pytest
-import test_cli_fixtures
-from test_cli_errors import assert_one_line_error
-from test_cli_fixtures import corrupt, run_cli, snapshot
 
-db = test_cli_fixtures.db  # the shared fixture: two recorded runs
+from tests.conftest import corrupt, run_cli, snapshot
+from tests.test_cli_errors import assert_one_line_error
 
 
 def test_export_into_a_missing_directory_names_the_file(db, tmp_path):
@@ -110,7 +108,7 @@ def test_a_run_id_that_is_not_utf8_is_no_such_run(db):
 def test_a_limit_beyond_64_bits_lists_every_run(db):
     result = run_cli(db, "list", "--json", "--limit", str(2**64))
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.stdout)) == 2
+    assert len(json.loads(result.stdout)) == 4
 
 
 def test_an_in_memory_database_is_refused_since_it_keeps_nothing(db, tmp_path):

@@ -3,15 +3,12 @@
 import sqlite3
 
 import pytest
-import test_cli_fixtures
 from click.testing import CliRunner
-from test_cli_fixtures import corrupt, run_cli, snapshot
 
+from tests.conftest import corrupt, run_cli, snapshot
 from tracer.cli import cli
 from tracer.migrations import MIGRATIONS_TABLE
 from tracer.store import Store
-
-db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 READ_COMMANDS = [
     ["list"], ["list", "--json"], ["show", "latest"], ["show", "latest", "--json"],

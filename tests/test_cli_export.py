@@ -5,15 +5,12 @@ import sqlite3
 
 import jsonschema
 import pytest
-import test_cli_fixtures
 from click.testing import CliRunner
-from test_cli_fixtures import TOKEN, record_run, run_cli, snapshot
 
+from tests.conftest import SECRET, corrupt, recorded_ids, run_cli, snapshot
 from tracer.cli import cli
 from tracer.export import SCHEMA_PATH
 from tracer.store import Store
-
-db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 
 def jsonl(text):
@@ -27,19 +24,25 @@ def test_jsonl_is_one_schema_valid_object_per_episode(db):
     schema = json.loads(SCHEMA_PATH.read_text())
     for record in records:
         jsonschema.validate(record, schema)
-    assert [(r["run"]["replay_of"] is None, r["position"], r["task"]) for r in records] == [
-        (True, 1, "echo"), (True, 2, "shout"), (False, 1, "echo"), (False, 2, "shout")]
-    first = records[0]
-    assert first["steps"][0] == {
-        "step": 1, "action": {"message": "hello"}, "action_text": "hello",
-        "observation": {"echoed_message": "hello"}, "reward": 0.5, "done": False, "error": None,
-        "latency_ms": 3.0, "started_at": first["steps"][0]["started_at"]}
-    assert first["llm_calls"][0]["request"]["messages"][-1]["content"] == "Step 1: say a word"
-    assert first["llm_calls"][0]["response"]["choices"][0]["message"]["content"] == "hello"
+    keyed, _, longer, _ = recorded_ids(db)
+    assert len(records) == 8 and [r["position"] for r in records] == [1, 2] * 4
+    (first,) = [r for r in records if r["run"]["id"] == longer and r["position"] == 1]
+    with sqlite3.connect(db) as conn:
+        steps = conn.execute("select step, action, action_text, observation, reward, done, "
+                             "s.error, latency_ms, s.started_at from steps s join episodes e on "
+                             "e.id = s.episode_id where e.run_id = ? and e.position = 1 "
+                             "order by step", [longer]).fetchall()
+    conn.close()
+    assert [tuple(s.values()) for s in first["steps"]] == [
+        (n, json.loads(a), text, json.loads(o), r, bool(d), e, ms, at)
+        for n, a, text, o, r, d, e, ms, at in steps]
+    call = first["llm_calls"][0]
+    assert call["response"]["choices"][0]["message"]["content"] == steps[0][2]
     assert [line["line"].split()[0] for line in first["lines"]] == \
-        ["[START]", "[STEP]", "[STEP]", "[END]"]
-    assert first["outcome"] == {"success": True, "steps": 2, "score": 0.5,
-                                "rewards": [0.5, 0.5], "error": None}
+        ["[START]", "[STEP]", "[STEP]", "[STEP]", "[END]"]
+    assert first["outcome"]["steps"] == 3 and first["outcome"]["rewards"] == \
+        [s[4] for s in steps]
+    assert {r["run"]["replay_of"] for r in records} == {None, keyed}
 
 
 def test_tracer_schema_prints_the_shipped_schema():
@@ -49,14 +52,14 @@ def test_tracer_schema_prints_the_shipped_schema():
 
 
 def test_log_is_the_stdout_lines_exactly_as_recorded(db):
-    run_id = json.loads(run_cli(db, "list", "--json").stdout)[-1]["id"]
-    result = run_cli(db, "export", run_id[:14], "--format", "log")
+    run_id = recorded_ids(db)[0]
+    result = run_cli(db, "export", run_id, "--format", "log")
     with sqlite3.connect(db) as conn:
         recorded = [line for (line,) in conn.execute(
             "select line from lines where run_id = ? order by id", [run_id])]
     conn.close()
     assert result.stdout == "".join(line + "\n" for line in recorded)
-    assert result.stdout.startswith("[START] task=echo env=echo_env model=stand-in\n")
+    assert result.stdout.startswith("[START] task=echo env=echo model=")
 
 
 def test_export_to_a_file(db, tmp_path):
@@ -77,20 +80,18 @@ def test_import_reads_an_export_back_with_run_ids_and_bytes_intact(db, tmp_path)
     copy = tmp_path / "copy.db"
     result = run_cli(copy, "import", str(tmp_path / "all.jsonl"))
     assert result.exit_code == 0
-    assert result.stdout == f"imported 2 run(s), 4 episode(s) into {copy}\n"
+    assert result.stdout == f"imported 4 run(s), 8 episode(s) into {copy}\n"
     assert run_cli(copy, "export", "--all").stdout == exported
     for fmt in ("log", "messages", "call-messages", "trace"):
         assert run_cli(copy, "export", "--all", "--format", fmt).stdout == \
             run_cli(db, "export", "--all", "--format", fmt).stdout
 
 
-def test_streams_and_non_json_bodies_survive_a_round_trip(tmp_path):
-    store = Store(tmp_path / "a.db")
-    run_id = record_run(store, stream=True)
-    store.db.execute("update llm_calls set response = '<html>502</html>', status_code = 502 "
-                     "where step = 2")
-    store.db.conn.commit()
-    exported = run_cli(tmp_path / "a.db", "export", run_id).stdout
+def test_streams_and_non_json_bodies_survive_a_round_trip(db, tmp_path):
+    run_id = recorded_ids(db)[1]  # the streamed run
+    corrupt(db, "update llm_calls set response = '<html>502</html>', status_code = 502 "
+                "where run_id = ? and step = 2", run_id)  # as a proxy in the way answers
+    exported = run_cli(db, "export", run_id).stdout
     calls = jsonl(exported)[0]["llm_calls"]
     assert calls[0]["response_text"].endswith("data: [DONE]\n\n")
     assert calls[1]["response_text"] == "<html>502</html>"
@@ -104,9 +105,9 @@ def test_reimporting_a_run_skips_it_with_a_message(db, tmp_path):
     before = snapshot(db)
     result = run_cli(db, "import", str(tmp_path / "all.jsonl"))
     assert result.exit_code == 0
-    assert result.stderr.count("skipped run ") == 2
+    assert result.stderr.count("skipped run ") == 4
     assert result.stdout == f"imported 0 run(s), 0 episode(s) into {db}\n"
-    assert json.loads(run_cli(db, "stats", "--json").stdout)["episodes"] == 4
+    assert json.loads(run_cli(db, "stats", "--json").stdout)["episodes"] == 8
     assert snapshot(db)[0] == before[0]
 
 
@@ -146,29 +147,29 @@ def test_an_import_of_a_missing_file_is_one_line(tmp_path):
     assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'nope.jsonl'}: no such file\n")
 
 
-def test_no_export_or_show_output_contains_a_secret(tmp_path):
-    path = tmp_path / "t.db"
-    store = Store(path, secrets=[TOKEN])
-    record_run(store, api_key=TOKEN, stream=True)
-    record_run(store, api_key=TOKEN)
-    store.close()
-    assert TOKEN.encode() not in path.read_bytes()
-    outputs = [run_cli(path, "show", "latest", *flags).stdout
+def test_no_export_or_show_output_contains_the_key_the_runs_were_made_with(db):
+    assert SECRET.encode() not in db.read_bytes()
+    outputs = [run_cli(db, "show", run_id, *flags).stdout for run_id in recorded_ids(db)
                for flags in ([], ["--json"], ["--full"])]
-    outputs += [run_cli(path, "export", "--all", "--format", fmt).stdout
+    outputs += [run_cli(db, "export", "--all", "--format", fmt).stdout
                 for fmt in ("jsonl", "log", "messages", "call-messages", "trace")]
     assert all(outputs)
-    assert "[REDACTED]" in outputs[3]
     for text in outputs:
-        assert TOKEN not in text
+        assert SECRET not in text
 
 
-def test_line_separators_inside_texts_survive_a_round_trip(tmp_path):
-    store = Store(tmp_path / "a.db")
-    run_id = record_run(store, messages=("one\u2028two", "three\x85four"))
-    store.close()
+def test_a_key_written_behind_the_store_is_blanked_on_output(db):
+    corrupt(db, "update steps set action_text = ? where step = 1", f"my key is {SECRET}")
+    shown = run_cli(db, "show", recorded_ids(db)[0], HF_TOKEN=SECRET).stdout
+    assert SECRET not in shown and "my key is [REDACTED]" in shown
+
+
+def test_line_separators_inside_texts_survive_a_round_trip(db, tmp_path):
+    run_id = recorded_ids(db)[0]
+    corrupt(db, "update steps set action_text = 'one\u2028two', observation = ? where step = 1",
+            json.dumps({"echoed_message": "three\x85four"}))
     exported = tmp_path / "a.jsonl"
-    assert run_cli(tmp_path / "a.db", "export", run_id, "-o", str(exported)).exit_code == 0
+    assert run_cli(db, "export", run_id, "-o", str(exported)).exit_code == 0
     text = exported.read_text(encoding="utf-8")
     assert "one\u2028two" in text and "three\x85four" in text  # written as UTF-8, not escaped
     result = run_cli(tmp_path / "b.db", "import", str(exported))

@@ -9,15 +9,11 @@ import json
 
 import jsonschema
 import pytest
-import test_cli_fixtures
-from test_cli_fixtures import record_run, run_cli
 
+from tests.conftest import recorded_ids, run_cli
 from tracer.config import Config
 from tracer.export import FORMAT_SCHEMAS, schema_path
 from tracer.runner import run
-from tracer.store import Store
-
-db = test_cli_fixtures.db  # the shared fixture: two recorded runs
 
 
 def rows(text: str) -> list[dict]:
@@ -85,32 +81,37 @@ def test_messages_are_one_sft_row_per_episode_with_the_episode_reward(recorded):
 
 
 def test_call_messages_are_one_chat_row_per_llm_call_with_the_step_reward(db):
-    got = rows(run_cli(db, "export", "latest", "--format", "call-messages").stdout)
+    run_id = recorded_ids(db)[0]
+    got = rows(run_cli(db, "export", run_id, "--format", "call-messages").stdout)
+    shown = json.loads(run_cli(db, "show", run_id, "--json").stdout)
+    step = shown["episodes"][0]["steps"][1]
+    (call,) = step["llm_calls"]
+    sent = rows(run_cli(db, "export", run_id).stdout)[0]["llm_calls"][1]["request"]["messages"]
     assert len(got) == 4  # one per LLM call
     assert got[1] == {
-        "episode_id": got[1]["extra"]["run_id"] + "/1",
-        "messages": [{"role": "system", "content": "Echo one word."},
-                     {"role": "user", "content": "Step 2: say a word"},
-                     {"role": "assistant", "content": "there"}],
-        "reward": 0.5, "done": True, "task": "echo", "step": 2,
-        "extra": {"run_id": got[1]["extra"]["run_id"], "episode": 1, "call": 2,
-                  "model": "stand-in"},
+        "episode_id": f"{run_id}/1",
+        "messages": [*sent, {"role": "assistant", "content": call["completion"]}],
+        "reward": step["reward"], "done": False, "task": "echo", "step": 2,
+        "extra": {"run_id": run_id, "episode": 1, "call": 2, "model": shown["model"]},
     }
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_trace_rows_are_what_trls_proxy_trace_reader_takes(tmp_path, stream):
-    store = Store(tmp_path / "t.db")
-    run_id = record_run(store, messages=("hello", "world"), stream=stream)
-    store.close()
-    got = rows(run_cli(tmp_path / "t.db", "export", run_id, "--format", "trace").stdout)
-    assert len(got) == 2
-    for step, (row, word) in enumerate(zip(got, ("hello", "world")), 1):
+@pytest.mark.parametrize("streamed", [False, True])
+def test_trace_rows_are_what_trls_proxy_trace_reader_takes(db, streamed):
+    run_id = recorded_ids(db)[int(streamed)]
+    got = rows(run_cli(db, "export", run_id, "--format", "trace").stdout)
+    shown = json.loads(run_cli(db, "show", run_id, "--json").stdout)
+    steps = shown["episodes"][0]["steps"] + shown["episodes"][1]["steps"]
+    assert len(got) == 4
+    for row, step in zip(got, steps):
+        (call,) = step["llm_calls"]
         # TRL keeps an entry with request messages and a response, and reads the reply here:
-        assert row["request"]["messages"][-1]["content"] == f"Step {step}: say a word"
-        assert row["response"]["choices"][0]["message"] == {"role": "assistant", "content": word}
-        assert row["reward"] == pytest.approx(1.0)  # the episode's return: 0.5 + 0.5
-        assert row["metadata"]["step_reward"] == 0.5 and row["metadata"]["stream"] is stream
+        assert row["request"]["messages"][-1]["content"] == call["prompt"]
+        assert row["response"]["choices"][0]["message"] == {"role": "assistant",
+                                                            "content": call["completion"]}
+        assert row["reward"] == pytest.approx(sum(s["reward"] for s in steps) / 2)  # its return
+        assert row["metadata"]["step_reward"] == step["reward"]
+        assert row["metadata"]["stream"] is streamed
         assert "completion_token_ids" not in row  # not known to the client: not made up
 
 

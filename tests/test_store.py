@@ -16,7 +16,7 @@ from tracer.store import Store, TraceError
 
 def test_a_new_database_is_migrated_and_uses_wal(tmp_path):
     store = Store(tmp_path / "t.db")
-    assert store._applied() == ["m001_initial", "m002_command_runs"]
+    assert store._applied() == ["m001_initial", "m002_command_runs", "m003_stats_columns"]
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert {"runs", "episodes", "steps", "llm_calls", "lines"} <= set(store.db.table_names())
 
@@ -40,9 +40,11 @@ def test_reading_after_a_killed_writer_sees_its_rows_and_changes_no_file(tmp_pat
 
 
 def test_a_reader_sees_what_a_writer_commits_and_checkpoints_meanwhile(tmp_path):
-    from test_cli_fixtures import record_run
-
     from tracer.queries import all_run_ids
+
+    def record_run(store):
+        run_id = store.start_run(tasks=["echo"])
+        store.start_episode(run_id, 1, task="echo")
 
     writer = Store(tmp_path / "t.db")
     record_run(writer)
@@ -154,7 +156,7 @@ def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_runs(tmp_path)
     db.commit()
     db.close()
     store = Store(tmp_path / "t.db")
-    assert store._applied()[-1] == "m002_command_runs"
+    assert store._applied()[-1] == "m003_stats_columns"
     assert store.db["runs"].get("r1")["kind"] == "inference"
     assert "env_messages" in store.db.table_names()
 

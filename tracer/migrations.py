@@ -155,4 +155,25 @@ def m002_command_runs(db: sqlite_utils.Database) -> None:
     db["llm_calls"].create_index(["run_id", "position"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_command_runs]
+def m003_stats_columns(db: sqlite_utils.Database) -> None:
+    """Token counts kept as columns, and indexes on latency: ``tracer stats`` reads neither
+    every response's JSON nor every row to sort latencies. Old rows get their counts from the
+    response they stored, as ``tracer.tables`` computes them on write."""
+    from tracer.tables import COLUMNS
+
+    calls = db["llm_calls"]
+    calls.add_column("prompt_tokens", int)
+    calls.add_column("completion_tokens", int)
+    derived = [COLUMNS["llm_calls"][name] for name in ("prompt_tokens", "completion_tokens")]
+    rows = db.execute("select id, response, stream from llm_calls where response is not null")
+    db.conn.executemany(
+        "update llm_calls set prompt_tokens = ?, completion_tokens = ? where id = ?",
+        ([*(c.derived({"response": response, "stream": stream})  # type: ignore[misc]
+            for c in derived), row_id] for row_id, response, stream in rows))
+    calls.create_index(["latency_ms"])
+    calls.create_index(["prompt_tokens", "completion_tokens"])  # sums read it, not the rows
+    db["steps"].create_index(["latency_ms"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_initial, m002_command_runs, m003_stats_columns]

@@ -2,9 +2,9 @@
 
 Nothing here writes. Every query is bounded by an index (runs.started_at, the runs primary key,
 episodes(run_id, position), steps(episode_id, step), llm_calls(episode_id, position)) except
-``stats``, which scans on purpose. JSON columns are decoded and numbers checked here; a value
-that is not valid JSON, or not of its column's shape, is a corrupt row and raises ``TraceError``
-naming the table, row and column.
+``stats``, which scans on purpose. JSON columns are decoded and numbers checked as
+``tracer.tables`` describes them; a value that is not valid JSON, or not of its column's shape,
+is a corrupt row and raises ``TraceError`` naming the table, row and column.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 
 from tracer.sse import content_deltas, data_events, stream_message
 from tracer.store import Store, TraceError, effective_status
+from tracer.tables import check_numbers, decode, decode_row, usage
+
+__all__ = ["check_numbers", "decode", "decode_row"]  # the read side's, from the description
 
 LATEST = "latest"
 MAX_CANDIDATES = 5
@@ -34,91 +37,6 @@ def rows(store: Store, sql: str, params: Iterable[Any] = ()) -> Iterator[dict[st
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_OBJECT = ("a JSON object", lambda v: isinstance(v, dict))
-# The shape of each JSON column that is not free-form (actions and observations are).
-SHAPES = {
-    ("runs", "tasks"): ("a list of strings",
-                        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
-    ("runs", "env_source"): _OBJECT,
-    ("runs", "env_schema"): _OBJECT,
-    ("runs", "config"): _OBJECT,
-    ("runs", "versions"): _OBJECT,
-    ("runs", "command"): ("a list of strings",
-                          lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
-    ("runs", "env_vars"): ("a list of strings",
-                           lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v)),
-    ("runs", "checks"): _OBJECT,
-    ("episodes", "rewards"): ("a list of numbers",
-                              lambda v: isinstance(v, list) and all(
-                                  r is None or _is_number(r) for r in v)),
-    ("episodes", "reset_args"): _OBJECT,
-    ("episodes", "reset_observation"): _OBJECT,
-    ("llm_calls", "request"): _OBJECT,
-}
-# The shape of a member of a JSON object column, when the member is there and not null.
-MEMBERS = {
-    ("llm_calls", "request"): {
-        "messages": ("a list of objects",
-                     lambda v: isinstance(v, list) and all(isinstance(m, dict) for m in v)),
-    },
-}
-# Columns shown or computed with as numbers.
-NUMBERS = {
-    "episodes": ("score", "reset_latency_ms"),
-    "steps": ("reward", "latency_ms"),
-    "llm_calls": ("latency_ms",),
-}
-# Columns that order and match rows (diff sorts by them): whole numbers only.
-INTEGERS = {
-    "episodes": ("position",),
-    "steps": ("step",),
-    "llm_calls": ("step", "position"),
-}
-
-
-def decode(value: str | None, table: str, row_id: Any, column: str) -> Any:
-    """Return a JSON column's value, or raise ``TraceError`` naming the corrupt row."""
-    if value is None:
-        return None
-    try:
-        decoded = json.loads(value)
-    except (TypeError, ValueError):
-        raise TraceError(f"{table} row {row_id}: column {column} is not valid JSON") from None
-    shape, fits = SHAPES.get((table, column), ("", lambda v: True))
-    if decoded is not None and not fits(decoded):
-        raise TraceError(f"{table} row {row_id}: column {column} is not {shape}: {_clip(value)}")
-    for key, (shape, fits) in MEMBERS.get((table, column), {}).items():
-        member = decoded.get(key) if isinstance(decoded, dict) else None
-        if member is not None and not fits(member):
-            raise TraceError(f"{table} row {row_id}: column {column}: {key} is not {shape}: "
-                             f"{_clip(json.dumps(member, ensure_ascii=False))}")
-    return decoded
-
-
-def check_numbers(row: dict[str, Any], table: str) -> dict[str, Any]:
-    """Return ``row`` after checking its number columns, or raise ``TraceError`` naming one."""
-    for column in NUMBERS[table]:
-        value = row.get(column)
-        if value is not None and not _is_number(value):
-            raise TraceError(
-                f"{table} row {row['id']}: column {column} is not a number: {_clip(repr(value))}")
-    for column in INTEGERS[table]:
-        value = row.get(column)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise TraceError(
-                f"{table} row {row['id']}: column {column} is not an integer: {_clip(repr(value))}")
-    return row
-
-
-def _clip(text: str, width: int = 40) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- ids ------------------------------------------------------------------------------
@@ -211,15 +129,9 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # -- show -----------------------------------------------------------------------------
 
-RUN_JSON_COLUMNS = ("tasks", "env_source", "env_schema", "config", "versions", "command",
-                    "env_vars", "checks")
-
-
 def run_row(store: Store, run_id: str) -> dict[str, Any]:
     """Return one run with its JSON columns decoded and its effective status."""
-    run = next(rows(store, "select * from runs where id = ?", [run_id]))
-    for column in RUN_JSON_COLUMNS:
-        run[column] = decode(run[column], "runs", run_id, column)
+    run = decode_row("runs", next(rows(store, "select * from runs where id = ?", [run_id])))
     run["status"] = effective_status(run["status"], run["pid"], run["process"])
     return run
 
@@ -237,10 +149,7 @@ def episode_rows(
     for ep in episodes:
         if ep["status"] == "running" and run_status != "running":
             ep["status"] = "interrupted"
-        for column in ("rewards", "reset_args", "reset_observation"):
-            ep[column] = decode(ep[column], "episodes", ep["id"], column)
-        ep["success"] = None if ep["success"] is None else bool(ep["success"])
-        check_numbers(ep, "episodes")
+        decode_row("episodes", ep)  # success as a bool
     return episodes
 
 
@@ -250,10 +159,7 @@ def step_rows(store: Store, episode_id: int) -> list[dict[str, Any]]:
         rows(store, "select * from steps where episode_id = ? order by step, id", [episode_id])
     )
     for s in steps:
-        s["action"] = decode(s["action"], "steps", s["id"], "action")
-        s["observation"] = decode(s["observation"], "steps", s["id"], "observation")
-        s["done"] = None if s["done"] is None else bool(s["done"])
-        check_numbers(s, "steps")
+        decode_row("steps", s)  # done as a bool
     return steps
 
 
@@ -287,14 +193,14 @@ def show_run(store: Store, run_id: str, *, messages: bool = False) -> dict[str, 
 def summarize_call(call: dict[str, Any], messages: bool = False) -> dict[str, Any]:
     """Return an LLM call as prompt (last user message), completion, tokens and latency."""
     request = decode(call["request"], "llm_calls", call["id"], "request")
-    completion, usage = parse_response(call["response"], bool(call["stream"]))
+    completion, _ = parse_response(call["response"], bool(call["stream"]))
     summary = {
         "position": call["position"],
         "step": call["step"],
         "prompt": last_user_message(request, roles=("user", "tool")),
         "completion": completion,
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
+        "prompt_tokens": call["prompt_tokens"],  # counted on write (tracer.tables)
+        "completion_tokens": call["completion_tokens"],
         "latency_ms": call["latency_ms"],
         "status_code": call["status_code"],
         "error": call["error"],
@@ -327,18 +233,19 @@ def parse_response(text: str | None, stream: bool) -> tuple[str | None, dict[str
     """Return (completion text, usage) from a chat.completion body or a raw SSE stream."""
     if text is None:
         return None, {}
-    if stream:
-        return _parse_stream(text)
+    return (_stream_completion(text) if stream else _completion(text)), usage(text, stream)
+
+
+def _completion(text: str) -> str | None:
     try:
         body = json.loads(text)
     except ValueError:
-        return None, {}  # a non-JSON body (an HTML error page, say) is stored raw on purpose
+        return None  # a non-JSON body (an HTML error page, say) is stored raw on purpose
     if not isinstance(body, dict):
-        return None, {}
+        return None
     choice = (body.get("choices") or [{}])[0]
     message = (choice.get("message") if isinstance(choice, dict) else None) or {}
-    usage = body["usage"] if isinstance(body.get("usage"), dict) else {}
-    return message_text(message.get("content")) or tool_calls_text(message), usage
+    return message_text(message.get("content")) or tool_calls_text(message)
 
 
 def tool_calls_text(message: Any) -> str | None:
@@ -349,16 +256,11 @@ def tool_calls_text(message: Any) -> str | None:
     return "\n".join(texts) or None
 
 
-def _parse_stream(text: str) -> tuple[str | None, dict[str, Any]]:
-    parts: list[str] = []
-    usage: dict[str, Any] = {}
-    for _, chunk in data_events(text):
-        if isinstance(chunk.get("usage"), dict):
-            usage = chunk["usage"]
-        parts.extend(delta["content"] for delta in content_deltas(chunk))
+def _stream_completion(text: str) -> str | None:
+    parts = [delta["content"] for _, chunk in data_events(text) for delta in content_deltas(chunk)]
     if not parts:  # a streamed tool call, perhaps
-        return tool_calls_text(stream_message(text)[0]), usage
-    return "".join(parts), usage
+        return tool_calls_text(stream_message(text)[0])
+    return "".join(parts)
 
 
 # -- diff -----------------------------------------------------------------------------
@@ -402,54 +304,57 @@ def stats(store: Store) -> dict[str, Any]:
     """Return counts, token totals, latency percentiles and per-task outcomes."""
     count = {t: _scalar(store, f"select count(*) from {t}") for t in
              ("runs", "episodes", "steps", "llm_calls")}
-    prompt, completion = next(
-        store.db.conn.execute(
-            "select sum(json_extract(response, '$.usage.prompt_tokens')), "
-            "sum(json_extract(response, '$.usage.completion_tokens')) from llm_calls "
-            "where not coalesce(stream, 0) and json_valid(response)"
-        )
-    )
-    prompt, completion = prompt or 0, completion or 0
-    for (text,) in store.db.conn.execute("select response from llm_calls where stream"):
-        usage = _parse_stream(text or "")[1]
-        prompt += usage.get("prompt_tokens") or 0
-        completion += usage.get("completion_tokens") or 0
-    # Steps are counted as rows: episodes.steps is 0 until an episode ends.
-    tasks = list(
-        rows(
-            store,
-            "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
-            "avg(e.success) as success_rate, coalesce(sum(s.steps), 0) as steps, "
-            "sum(s.reward_sum) / sum(s.rewards) as mean_reward from episodes e left join "
-            "(select episode_id, count(*) as steps, total(reward) as reward_sum, "
-            " count(reward) as rewards from steps group by episode_id) s on s.episode_id = e.id "
-            "group by e.task order by e.task",
-        )
-    )
+    prompt, completion = token_totals(store)
     return {
         **count,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "latency_ms": {
-            "llm_call": _percentiles(store, "llm_calls"),
-            "env_step": _percentiles(store, "steps"),
+            "llm_call": percentiles(store, "llm_calls"),
+            "env_step": percentiles(store, "steps"),
         },
-        "tasks": tasks,
+        "tasks": task_outcomes(store),
     }
 
 
-def _scalar(store: Store, sql: str) -> Any:
-    return next(store.db.conn.execute(sql))[0]
+def token_totals(store: Store) -> tuple[int, int]:
+    """Return the prompt and completion tokens of every LLM call."""
+    # Kept as columns on write (tracer.tables), streams' usage too: no response is read here.
+    prompt, completion = next(store.db.conn.execute(
+        "select sum(prompt_tokens), sum(completion_tokens) from llm_calls"))
+    return prompt or 0, completion or 0
 
 
-def _percentiles(store: Store, table: str) -> dict[str, Any]:
-    # The first value that is not a number, if any, found by SQLite rather than row by row.
+def task_outcomes(store: Store) -> list[dict[str, Any]]:
+    """Return per task: episodes, mean score, success rate, steps and mean step reward."""
+    # Steps are counted as rows: episodes.steps is 0 until an episode ends.
+    return list(rows(
+        store,
+        "select e.task, count(*) as episodes, avg(e.score) as mean_score, "
+        "avg(e.success) as success_rate, coalesce(sum(s.steps), 0) as steps, "
+        "sum(s.reward_sum) / sum(s.rewards) as mean_reward from episodes e left join "
+        "(select episode_id, count(*) as steps, total(reward) as reward_sum, "
+        " count(reward) as rewards from steps group by episode_id) s on s.episode_id = e.id "
+        "group by e.task order by e.task",
+    ))
+
+
+def _scalar(store: Store, sql: str, params: Iterable[Any] = ()) -> Any:
+    return next(store.db.conn.execute(sql, tuple(params)))[0]
+
+
+def percentiles(store: Store, table: str) -> dict[str, Any]:
+    """Return the count and the p50, p90 and p99 (nearest rank) of a table's latency_ms."""
+    # Both through the index on latency_ms (m003): the first value that is not a number, if
+    # any, then each percentile's rank, without reading every value into a sorted list.
     for row in rows(store, f"select id, latency_ms from {table} where latency_ms is not null "
                            "and typeof(latency_ms) not in ('integer', 'real') limit 1"):
         check_numbers(row, table)
-    values = sorted(v for (v,) in store.db.conn.execute(
-        f"select latency_ms from {table} where latency_ms is not null"))
-    result: dict[str, Any] = {"count": len(values)}
+    count = _scalar(store, f"select count(latency_ms) from {table}")
+    result: dict[str, Any] = {"count": count}
     for p in (50, 90, 99):
         # Nearest rank: the smallest value with at least p% of values at or below it.
-        result[f"p{p}"] = values[max(math.ceil(p / 100 * len(values)) - 1, 0)] if values else None
+        result[f"p{p}"] = _scalar(
+            store, f"select latency_ms from {table} where latency_ms is not null "
+                   "order by latency_ms limit 1 offset ?", [max(math.ceil(p / 100 * count) - 1, 0)]
+        ) if count else None
     return result

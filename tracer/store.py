@@ -1,7 +1,7 @@
 """The trace database: opening, migrating, and every write, with secrets redacted.
 
-Every row goes through ``Store.insert_rows``/``Store._update``, which redact secrets and
-commit at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already
+Every row goes through ``Store.insert_rows``/``Store._update``, which encode it as
+``tracer.tables`` describes, redact secrets and commit at once (WAL, ``BEGIN IMMEDIATE``, a busy timeout), so a crash loses nothing already
 written and several processes can record into one file.
 """
 
@@ -45,6 +45,7 @@ def _import_sqlite_utils():
 sqlite_utils = _import_sqlite_utils()
 
 from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
+from tracer.tables import dumps, encode
 
 DEFAULT_DB = "traces/traces.db"
 REDACTED = "[REDACTED]"
@@ -85,15 +86,6 @@ def secrets_from_environ(environ: Mapping[str, str] | None = None, *,
             print(f"tracer: {name} is shorter than {MIN_SECRET_LENGTH} characters: taken for a "
                   "placeholder, not a key, and not redacted", file=sys.stderr, flush=True)
     return [value for _, value in named if len(value) >= MIN_SECRET_LENGTH]
-
-
-# One encoder for every write: json.dumps with options builds a new one on each call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def dumps(value: Any) -> str:
-    """Return compact JSON, keeping non-ASCII text readable."""
-    return _ENCODER.encode(value)
 
 
 def strict_json(value: Any, **options: Any) -> str:
@@ -286,6 +278,7 @@ class Store:
         with self.transaction():
             execute = self.db.conn.execute
             for table, row in rows:
+                row = encode(table, row)  # JSON columns as JSON, token counts computed
                 key = (table, *row)
                 sql = self._insert_sql.get(key)
                 if sql is None:
@@ -305,7 +298,7 @@ class Store:
             kind = type(value)
             if kind is dict or kind is list or (
                     kind is not str and isinstance(value, (dict, list))):
-                value, kind = _ENCODER.encode(value), str
+                value, kind = dumps(value), str
             if secrets and (kind is str or isinstance(value, str)):
                 for secret in secrets:
                     if secret in value:
@@ -322,6 +315,7 @@ class Store:
         return self.insert_rows([(table, row)])[0]
 
     def _update(self, table: str, pk: Any, row: dict[str, Any]) -> None:
+        row = encode(table, row)
         assignments = ", ".join(f"[{c}] = ?" for c in row)
         with self.transaction():
             self.db.conn.execute(f"update [{table}] set {assignments} where [id] = ?",
