@@ -113,12 +113,15 @@ class LLMProxy:
         if responder is None:
             import httpx  # its TLS settings (certifi, SSL_CERT_FILE), as the httpx transport has
 
+            from tracer.loopback import AsyncioBackend
+
+            self.base_url = (upstream or "").rstrip("/")
+            self.base = httpcore.URL(self.base_url)
             # httpx's own defaults for its transport's pool.
             self.pool = httpcore.AsyncConnectionPool(
                 ssl_context=httpx.create_ssl_context(), max_connections=100,
-                max_keepalive_connections=20, keepalive_expiry=5.0)
-            self.base_url = (upstream or "").rstrip("/")
-            self.base = httpcore.URL(self.base_url)
+                max_keepalive_connections=20, keepalive_expiry=5.0,
+                network_backend=AsyncioBackend() if self.base.scheme == b"http" else None)
             self.base_target = self.base.target.rstrip(b"/")
             default = {b"http": 80, b"https": 443}.get(self.base.scheme)
             port = b"" if self.base.port in (None, default) else b":%d" % self.base.port
