@@ -10,7 +10,6 @@ chunk as it arrives.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import httpcore
 
+from tracer.command_recorder import Slot
 from tracer.transport import Exchange, decode_body
 
 # Headers that belong to one connection, not to the request or response being forwarded.
@@ -32,17 +32,6 @@ _TIMEOUTS = {"timeout": {"connect": 10.0, "read": None, "write": None, "pool": N
 #: What the upstream's failing looks like: httpcore's exceptions (httpx wraps the same ones).
 UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
                    httpcore.UnsupportedProtocol, httpcore.ProxyError)
-
-
-@dataclass
-class Slot:
-    """Where an exchange belongs: the episode and step open when it began, its position."""
-
-    episode_id: int | None
-    step: int | None
-    position: int
-    started_at: str
-    episode: int | None = None  # the episode's position in the run
 
 
 class ExchangeLog(Protocol):
@@ -72,11 +61,6 @@ def bearer(headers: Any) -> str | None:
     if value.lower().startswith("bearer "):
         return value[7:].strip() or None
     return headers.get("api-key") or None
-
-
-def same_key(sent: str | None, given: list[str]) -> bool:
-    """Compare a key in constant time with each given one, keeping neither."""
-    return sent is not None and any(hmac.compare_digest(sent.encode(), g.encode()) for g in given)
 
 
 def unreachable(upstream: str | None, why: str) -> str:
