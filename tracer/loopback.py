@@ -4,7 +4,8 @@ httpcore's default backend on asyncio is anyio's: a cancel scope and a time-out 
 every read and write, and a ``poll()`` of the socket each time a pooled connection is reused.
 Against a local upstream that is a tenth of what the proxy spends per forwarded call
 (bench/bench_proxy.py). Here a read waits on the bytes an ``asyncio.Protocol`` was handed; a
-connection whose server has closed it is seen from the protocol's own EOF. HTTP itself stays
+connection whose server has closed it is seen from the protocol's own EOF, and a request's
+head and body go out in one segment. HTTP itself stays
 httpcore's (h11); TLS upstreams keep httpcore's default backend.
 """
 
@@ -57,13 +58,19 @@ class _Protocol(asyncio.Protocol):
 class _Stream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol):
         self.transport, self.protocol = transport, protocol
+        self.unsent: list[bytes] = []
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self.protocol
+        if self.unsent:
+            await self._send()
         while not protocol.buffer and not protocol.closed:
             protocol.waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(protocol.waiter, timeout)
+                if timeout is None:  # the proxy's case: as long as the script waits
+                    await protocol.waiter
+                else:
+                    await asyncio.wait_for(protocol.waiter, timeout)
             except asyncio.TimeoutError:
                 raise httpcore.ReadTimeout(f"no answer within {timeout} s") from None
             finally:
@@ -77,9 +84,18 @@ class _Stream(httpcore.AsyncNetworkStream):
         return b""  # the server closed the connection
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # httpcore writes a request's head and body apart, then reads: sent as one segment
+        # when it reads, so the upstream is woken once per request, not twice.
+        self.unsent.append(buffer)
+        if sum(map(len, self.unsent)) >= 1 << 16:
+            await self._send(timeout)
+
+    async def _send(self, timeout: float | None = None) -> None:
+        data = b"".join(self.unsent)
+        self.unsent.clear()
         if self.transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
-        self.transport.write(buffer)
+        self.transport.write(data)
         if self.protocol.writable is not None:  # the kernel's buffer is full: wait
             try:
                 await asyncio.wait_for(asyncio.shield(self.protocol.writable), timeout)
