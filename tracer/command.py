@@ -224,8 +224,14 @@ def recorded_variables(environ: dict[str, str], keep: Iterable[str] = ()) -> dic
 def _proxy_base(upstream: str | None) -> str:
     """The proxy serves under the upstream's own path (``/v1``), so scripts that append to
     the base, or strip from it, reach the same upstream path they would without tracer."""
-    path = urlsplit(upstream).path.rstrip("/") if upstream else "/v1"
-    return path
+    if not upstream:
+        return "/v1"
+    parts = urlsplit(upstream)
+    try:
+        parts.port  # noqa: B018 - it raises on a port that is not a number
+    except ValueError as exc:
+        raise CommandError(f"the upstream {upstream} is not a URL ({exc})") from None
+    return parts.path.rstrip("/")
 
 
 class _Signals:
@@ -406,7 +412,10 @@ def _bind(servers: list[tuple[BackgroundServer, Callable[[], Any]]], app: Callab
 def _serve(servers: list[tuple[BackgroundServer, Callable[[], Any]]]) -> None:
     """Build the apps and serve them on the ports ``_bind`` took, side by side."""
     for server, app in servers:
-        server.app = app()
+        try:
+            server.app = app()
+        except Exception as exc:  # noqa: BLE001 - said in one line, the command stopped
+            raise CommandError(f"the {server.name} could not start ({exc})") from None
         server.launch()
     for server, _ in servers:
         try:
