@@ -1,6 +1,6 @@
 """What ``tracer run`` costs a script: its LLM proxy per call and per SSE chunk, and its stdout tee.
 
-    python bench/bench_proxy.py [--quick] [--only calls,sse,stdout] [--rounds N]
+    python bench/bench_proxy.py [--quick] [--only calls,sse,stdout,run] [--rounds N]
 
 1. Non-streamed calls: the same chat request (an agent-sized ~1.2 KB body) sent by an
    ``httpx.Client`` straight to the local stand-in model, and through tracer's LLM proxy
@@ -18,6 +18,12 @@
    so the figure is what recording costs the child, not tracer's start-up (printed apart). Also
    a burst: the same lines with no work between them, and tracer's CPU per line (from
    ``getrusage``, less a run that prints nothing). Target: under 5% paced.
+4. A whole run: a seed-like script (``--tasks`` 4 x ``--steps`` 100, a sync ``openai`` client,
+   the echo env in process) against a local OpenAI-compatible server that is not tracer's
+   (``local_servers.py foreign``), run alone and under ``tracer run``, paired rounds in
+   alternating order: the median of the paired whole-run ratios (target: at most 5% added),
+   tracer's fixed cost (``tracer run -- python -c pass`` less ``python -c pass``) and what it
+   adds per step (the script's own first-to-last-line time, alone and under tracer run).
 
 Each server runs in its own process (``local_servers.py``), as in real use. Not a test: the
 machine is noisy, so figures are medians of interleaved rounds, each next to its baseline.
@@ -42,6 +48,7 @@ from local_servers import Served
 TARGET_CALL_MS = 1.0
 TARGET_CHUNK_MS = 1.0
 TARGET_STDOUT = 0.05
+TARGET_RUN = 0.05
 TRACER = [sys.executable, "-c", "from tracer.cli import cli; cli()"]
 
 
@@ -285,15 +292,105 @@ def stdout(rounds: int, pace_s: float) -> None:
                   f"   tracer's CPU for the 1,000 lines ({label}): {per_line * 1e6:.0f} µs per line")
 
 
+# -- 4. a whole run ----------------------------------------------------------------------------
+
+SEED_LIKE = textwrap.dedent("""
+    # Written like the organisers' seed: a sync OpenAI client, flush=True prints, the env in
+    # process (openenv's echo environment class), TASKS x MAX_STEPS steps.
+    import os, sys, time
+    sys.modules["gradio"] = None  # openenv imports its optional web UI eagerly
+    from openai import OpenAI
+    from tracer.echo_env import EchoAction, EchoEnvironment
+
+    client = OpenAI(base_url=os.environ["API_BASE_URL"], api_key=os.environ["HF_TOKEN"])
+    tasks, max_steps = int(sys.argv[1]), int(sys.argv[2])
+    first = None
+    for t in range(1, tasks + 1):
+        print(f"[START] task=task-{t} env=echo model=local", flush=True)
+        first = first or time.perf_counter()
+        env, rewards = EchoEnvironment(), []
+        observation = env.reset()
+        for step in range(1, max_steps + 1):
+            completion = client.chat.completions.create(
+                model="local", temperature=0.7, max_tokens=50,
+                messages=[{"role": "system", "content": "Send a short message."},
+                          {"role": "user", "content": f"Task {t}, step {step}. Last: "
+                                                      f"{observation.echoed_message}"}])
+            message = (completion.choices[0].message.content or "").strip()
+            observation = env.step(EchoAction(message=message))
+            rewards.append(observation.reward or 0.0)
+            print(f"[STEP] step={step} action={message} reward={rewards[-1]:.2f} done=false "
+                  "error=null", flush=True)
+        print(f"[END] success=true steps={max_steps} score=0.500 "
+              f"rewards={','.join(f'{r:.2f}' for r in rewards)}", flush=True)
+    if first:
+        print(f"child-wall {time.perf_counter() - first:.6f}", file=sys.stderr)
+""")
+
+
+def whole_run(rounds: int, tasks: int, steps: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Served("foreign") as llm:
+        script = Path(tmp) / "seed_like.py"
+        script.write_text(SEED_LIKE)
+        env = {**os.environ, "API_BASE_URL": llm.url + "/v1", "HF_TOKEN": "hf_bench_key_123"}
+        db = str(Path(tmp) / "t.db")
+        lines = tasks * (steps + 2)
+        cases = {"seed-like": ([sys.executable, str(script), str(tasks), str(steps)], lines),
+                 "nothing": ([sys.executable, "-c", "pass"], 0)}
+        got: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        ratios: dict[str, list[float]] = {"seed-like": [], "nothing": []}
+        for case, (alone, n) in cases.items():
+            recorded = [*TRACER, "--db", db, "run", "--", *alone]
+            if n:
+                child_run(alone, env, n), child_run(recorded, env, n)  # warm up
+            for r in range(rounds):
+                order = ("alone", "tracer run") if r % 2 == 0 else ("tracer run", "alone")
+                pair = {}
+                for name in order:
+                    argv = alone if name == "alone" else recorded
+                    if n:
+                        child, wall, _ = child_run(argv, env, n)
+                    else:
+                        t0 = time.perf_counter()
+                        subprocess.run(argv, env=env, capture_output=True, check=True)
+                        child, wall = 0.0, time.perf_counter() - t0
+                    pair[name] = (child, wall)
+                    got.setdefault((case, name), []).append(pair[name])
+                ratios[case].append(pair["tracer run"][1] / pair["alone"][1])
+        med = {key: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v))
+               for key, v in got.items()}
+        print(f"4. a whole run: a seed-like script ({tasks} tasks x {steps} steps, sync openai "
+              "client, the echo env in process) against a local OpenAI-compatible server that "
+              f"is not tracer's, alone and under `tracer run` recording it; {rounds} paired "
+              "rounds, order alternated")
+        alone_wall, run_wall = med[("seed-like", "alone")][1], med[("seed-like", "tracer run")][1]
+        ratio = statistics.median(ratios["seed-like"])
+        print(f"   whole run: alone {alone_wall:.3f} s, tracer run {run_wall:.3f} s; median of "
+              f"paired ratios {ratio:.3f}x, rounds {min(ratios['seed-like']):.3f}-"
+              f"{max(ratios['seed-like']):.3f}x (target <= {1 + TARGET_RUN:.2f}x: "
+              f"{'met' if ratio <= 1 + TARGET_RUN else 'MISSED'})")
+        fixed = med[("nothing", "tracer run")][1] - med[("nothing", "alone")][1]
+        child_alone, child_run_ = med[("seed-like", "alone")][0], med[("seed-like", "tracer run")][0]
+        per_step = (child_run_ - child_alone) / (tasks * steps)
+        print(f"   fixed: `tracer run -- python -c pass` takes {fixed:.3f} s more than "
+              "`python -c pass` (start-up and finish with nothing to record)")
+        print(f"   per step: the script's own time from its first line to its last, alone "
+              f"{child_alone:.3f} s, under tracer run {child_run_:.3f} s "
+              f"({child_run_ / child_alone:.3f}x): {per_step * 1000:+.3f} ms per step "
+              "(one LLM call through the proxy, its row, the step's lines)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--only", default="calls,sse,stdout")
+    parser.add_argument("--only", default="calls,sse,stdout,run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=50, help="calls per round and target")
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--gap-ms", type=float, default=5.0)
     parser.add_argument("--pace-s", type=float, default=1.5)
+    parser.add_argument("--tasks", type=int, default=4, help="tasks of the whole run")
+    parser.add_argument("--steps", type=int, default=100, help="steps per task of the whole run")
     args = parser.parse_args()
     only = set(args.only.split(","))
     rounds = args.rounds or (3 if args.quick else 11)
@@ -303,6 +400,8 @@ def main() -> None:
         sse(rounds * 2 if not args.quick else rounds, args.chunks, args.gap_ms)
     if "stdout" in only:
         stdout(rounds, args.pace_s)
+    if "run" in only:
+        whole_run(rounds, args.tasks, args.steps)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Prints the server's URL on one stdout line once it accepts connections, then ser
 stdin closes. Kinds:
 
 - ``standin``: the stand-in model (``tracer.standin``), OpenAI-compatible under ``/v1``.
+- ``foreign``: a minimal OpenAI-compatible server that is not tracer's (no tracer code): ``POST
+  /v1/chat/completions`` answers a fixed short completion, as a local model server would.
 - ``echo``: the bundled echo env (openenv-core's HTTP and ``/ws`` server).
 - ``sse CHUNKS GAP_MS``: ``POST /v1/chat/completions`` streams CHUNKS SSE events GAP_MS apart;
   each carries ``time.monotonic()`` taken as it is handed to the server (system-wide on Linux,
@@ -50,6 +52,25 @@ def sse_app(chunks: int, gap_ms: float) -> Any:
     return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
 
 
+def foreign_app() -> Any:
+    """Return a bare OpenAI-compatible chat completions endpoint, written as any server may be."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def completions(request: Request) -> Response:
+        asked = json.loads(await request.body())
+        answer = {"id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()),
+                  "model": asked.get("model", "local"),
+                  "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                      "role": "assistant", "content": "bright signals travel across rivers"}}],
+                  "usage": {"prompt_tokens": 40, "completion_tokens": 5, "total_tokens": 45}}
+        return Response(json.dumps(answer), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
 def proxy_app(upstream: str, db: str) -> Any:
     """Return tracer's recording LLM proxy, recording into a new command run in ``db``."""
     from tracer.command_recorder import CommandRecorder
@@ -67,6 +88,8 @@ def app_for(kind: str, args: list[str]) -> Any:
         from tracer.standin import create_standin_app
 
         return create_standin_app()
+    if kind == "foreign":
+        return foreign_app()
     if kind == "echo":
         from tracer.echo_env import create_echo_app
 

@@ -177,6 +177,15 @@ def test_a_port_that_cannot_be_bound_is_one_line(tmp_path):
     assert f"Error: cannot listen on 127.0.0.1:{port} for the LLM proxy" in result.stderr
 
 
+def test_an_upstream_with_a_bad_port_is_one_line_before_the_command_starts(tmp_path):
+    result = tracer_run(tmp_path, "--upstream", "http://127.0.0.1:abc/v1", "--",
+                        *script("bypass.py"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "Error: the upstream http://127.0.0.1:abc/v1 is not a URL (")
+    assert result.stdout == "" and db_rows(tmp_path, "select count(*) from runs") == [(0,)]
+
+
 def test_a_database_that_cannot_be_written_still_runs_the_command(tmp_path):
     (tmp_path / "t.db").mkdir()  # a directory where the database should be
     result = tracer_run(tmp_path, "--", *script("bypass.py"))

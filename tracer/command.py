@@ -22,6 +22,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from tracer.command_recorder import PLACEHOLDER_KEY, CommandRecorder, note
+from tracer.servers import BackgroundServer, stop_all
 from tracer.store import REDACTED, SECRET_ENV_VARS, Store, TraceError, secrets_from_environ
 
 #: Variables that point a script at its LLM endpoint; each is set to the proxy.
@@ -223,8 +224,14 @@ def recorded_variables(environ: dict[str, str], keep: Iterable[str] = ()) -> dic
 def _proxy_base(upstream: str | None) -> str:
     """The proxy serves under the upstream's own path (``/v1``), so scripts that append to
     the base, or strip from it, reach the same upstream path they would without tracer."""
-    path = urlsplit(upstream).path.rstrip("/") if upstream else "/v1"
-    return path
+    if not upstream:
+        return "/v1"
+    parts = urlsplit(upstream)
+    try:
+        parts.port  # noqa: B018 - it raises on a port that is not a number
+    except ValueError as exc:
+        raise CommandError(f"the upstream {upstream} is not a URL ({exc})") from None
+    return parts.path.rstrip("/")
 
 
 class _Signals:
@@ -266,10 +273,7 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     ``responder``/``env_responder`` answer from a recording instead of forwarding (replay).
     """
     from tracer.checks import grader_checks, print_checks
-    from tracer.envproxy import create_env_proxy
-    from tracer.proxy import create_llm_proxy
     from tracer.recorder import versions
-    from tracer.servers import BackgroundServer
     from validator.check import Checker
 
     environ = dict(os.environ if environ is None else environ)
@@ -290,23 +294,36 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     signals = _Signals()  # before anything starts: a Ctrl-C now still ends cleanly
     with ExitStack() as stack:
         stack.callback(signals.restore)
+        # The ports are taken now and served once the command runs: uvicorn and the apps
+        # start while the command starts (its calls wait in the backlog until then).
+        servers: list[tuple[BackgroundServer, Callable[[], Any]]] = []  # and their apps
+        stack.callback(lambda: stop_all((s for s, _ in servers), wait=False))  # in any case
         if responder is None and upstream is None:
             from tracer.standin import STANDIN_MODEL, create_standin_app
 
-            standin = stack.enter_context(BackgroundServer(create_standin_app(), "stand-in model"))
+            standin = _bind(servers, create_standin_app, "stand-in model", 0)
             note(f"no API_BASE_URL and no key: the local stand-in model '{STANDIN_MODEL}' "
                  "answers, not a real LLM (--upstream URL to use one)")
             target: str | None = standin.url + "/v1"
         else:
             target = upstream
         base = _proxy_base(upstream)
-        llm_app = create_llm_proxy(recorder, base_path=base, upstream=target, responder=responder)
-        llm_url = _serve(stack, llm_app, "LLM proxy", options.port)
+        def llm_proxy() -> Any:
+            from tracer.proxy import create_llm_proxy
+
+            return create_llm_proxy(recorder, base_path=base, upstream=target,
+                                    responder=responder)
+
+        def env_proxy() -> Any:
+            from tracer.envproxy import create_env_proxy
+
+            return create_env_proxy(recorder, upstream=(options.env_url or "").rstrip("/"),
+                                    responder=env_responder)
+
+        llm_url = _bind(servers, llm_proxy, "LLM proxy", options.port).url
         env_proxy_url = None
         if options.env_url or env_responder:
-            env_app = create_env_proxy(recorder, upstream=(options.env_url or "").rstrip("/"),
-                                       responder=env_responder)
-            env_proxy_url = _serve(stack, env_app, "env proxy", options.env_port)
+            env_proxy_url = _bind(servers, env_proxy, "env proxy", options.env_port).url
         placeholders: Iterable[str] = ()
         if responder is not None or not keys:
             placeholders = options.key_variables or PLACEHOLDER_VARS
@@ -343,9 +360,20 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
                     checker.feed).start(),
                 Tee(child.stderr, sys.stderr.buffer, current).start()]
         recorder.sync = tees[0].drain
+        try:
+            _serve(servers)
+        except BaseException as exc:  # it cannot be served: do not leave it waiting
+            child.kill()
+            child.wait()
+            if isinstance(exc, CommandError):
+                recorder.finish("failed", exc.exit_code, str(exc), None)
+            raise
         returncode = child.wait()
         for tee in tees:
             tee.join()
+        # Once the servers are done with what the command sent (each exchange recorded), the
+        # run can be finished; they wind down meanwhile.
+        stop_all((s for s, _ in servers), wait=False)
         exit_code = returncode if returncode >= 0 else 128 - returncode
         report = checker.close()
         verdicts = grader_checks(recorder, report, keyed=bool(keys) and responder is None,
@@ -368,12 +396,29 @@ def run_command(options: CommandOptions, *, environ: dict[str, str] | None = Non
     return exit_code, recorder
 
 
-def _serve(stack: ExitStack, app: Any, name: str, port: int) -> str:
-    """Serve ``app`` on 127.0.0.1 for the rest of the run; return its URL."""
-    from tracer.servers import BackgroundServer
-
+def _bind(servers: list[tuple[BackgroundServer, Callable[[], Any]]], app: Callable[[], Any],
+          name: str, port: int) -> BackgroundServer:
+    """Take a port on 127.0.0.1 for a server whose app ``app()`` builds later (``_serve``)."""
+    server = BackgroundServer(None, name, port=port)
     try:
-        return stack.enter_context(BackgroundServer(app, name, port=port)).url
+        server.bind()
     except OSError as exc:
         raise CommandError(f"cannot listen on 127.0.0.1:{port} for the {name} "
                            f"({exc.strerror or exc})") from None
+    servers.append((server, app))
+    return server
+
+
+def _serve(servers: list[tuple[BackgroundServer, Callable[[], Any]]]) -> None:
+    """Build the apps and serve them on the ports ``_bind`` took, side by side."""
+    for server, app in servers:
+        try:
+            server.app = app()
+        except Exception as exc:  # noqa: BLE001 - said in one line, the command stopped
+            raise CommandError(f"the {server.name} could not start ({exc})") from None
+        server.launch()
+    for server, _ in servers:
+        try:
+            server.wait_started()
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None

@@ -6,6 +6,7 @@ Thread-safe: stdout is read in one thread, the proxies answer in another.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import sqlite3
@@ -14,12 +15,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from tracer.proxy import Slot, same_key
-from tracer.sse import redact_stream
 from tracer.store import MIN_SECRET_LENGTH, REDACTED, Store, TraceError, now
-from tracer.transport import Exchange, decode_body, request_hash
+
+if TYPE_CHECKING:
+    from tracer.transport import Exchange
 
 #: What a script gets as its key when none is given (the stand-in and a replay check none).
 PLACEHOLDER_KEY = "tracer-placeholder-key"
@@ -28,6 +29,22 @@ PLACEHOLDER_KEY = "tracer-placeholder-key"
 def note(message: str) -> None:
     """Print one of tracer's own messages on stderr: stdout is the child's."""
     print(f"tracer: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Slot:
+    """Where an exchange belongs: the episode and step open when it began, its position."""
+
+    episode_id: int | None
+    step: int | None
+    position: int
+    started_at: str
+    episode: int | None = None  # the episode's position in the run
+
+
+def same_key(sent: str | None, given: list[str]) -> bool:
+    """Compare a key in constant time with each given one, keeping neither."""
+    return sent is not None and any(hmac.compare_digest(sent.encode(), g.encode()) for g in given)
 
 
 def _is_number(value: Any) -> bool:
@@ -245,6 +262,10 @@ class CommandRecorder:
 
     def record_llm(self, slot: Slot, exchange: Exchange) -> None:
         """Record one LLM exchange as ``inference.py`` records it."""
+        # Imported here, as tracer.sse and decode_body are: tracer.transport imports httpx,
+        # which `tracer run` need not import before it starts the command.
+        from tracer.transport import request_hash
+
         with self.lock:
             self.tally.llm_calls += 1
             digest = request_hash(exchange.request)
@@ -257,6 +278,8 @@ class CommandRecorder:
                 return
             response = exchange.response
             if exchange.stream and isinstance(response, str):
+                from tracer.sse import redact_stream
+
                 response = redact_stream(response, self.store.secrets, REDACTED)
             row = dict(run_id=self.run_id, episode_id=slot.episode_id, step=slot.step,
                        position=slot.position, method=exchange.method, url=exchange.url,
@@ -282,6 +305,8 @@ class CommandRecorder:
                    latency_ms: float, error: str | None) -> None:
         """Record one env exchange (its answer as the exact text sent back); a step's answer
         waits for its [STEP] line."""
+        from tracer.transport import decode_body
+
         parsed = decode_body(response.encode()) if response is not None else None
         with self.lock:
             self.tally.env_exchanges += 1

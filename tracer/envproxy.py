@@ -19,7 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tracer.proxy import HOP_BY_HOP, METHODS, Slot
+from tracer.command_recorder import Slot
+from tracer.proxy import HOP_BY_HOP, METHODS
 from tracer.transport import decode_body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,7 +13,12 @@ if TYPE_CHECKING:
 
 
 class BackgroundServer:
-    """An ASGI app served by uvicorn on 127.0.0.1 for as long as the ``with`` block lasts."""
+    """An ASGI app served by uvicorn on 127.0.0.1 for as long as the ``with`` block lasts.
+
+    ``bind()`` takes the port (and so the URL) at once; ``start()`` serves. Between the two,
+    connections wait in the socket's backlog: ``tracer run`` starts the command in between,
+    so that starting uvicorn and the apps overlaps with the command's own start-up.
+    """
 
     def __init__(self, app: Any, name: str = "server", start_timeout_s: float = 20.0,
                  port: int = 0):
@@ -21,48 +27,97 @@ class BackgroundServer:
         self.name = name
         self.start_timeout_s = start_timeout_s
         self.url = ""
+        self._sock: socket.socket | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._active = 0  # requests and sessions being answered (counted in the loop's thread)
+        self.idle = threading.Event()
+        self.idle.set()
 
-    def start(self) -> Self:
-        """Start serving and return once the port accepts connections."""
+    def bind(self) -> str:
+        """Listen on the port (a free one for 0) and return the URL; raise OSError if taken."""
+        if self._sock is None:
+            # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says
+            # TCP, and without it every local response stalls ~40 ms (Nagle + delayed ACK).
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port))
+                sock.listen(2048)  # uvicorn's backlog: callers queue until it serves
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self.url
+
+    def launch(self) -> None:
+        """Start serving in a thread, without waiting for it (``wait_started`` does)."""
         import uvicorn
 
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
-        # and without it every local response stalls ~40 ms (Nagle + delayed ACK).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", self.port))
-        except OSError:
-            sock.close()
-            raise
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="critical", log_config=None, access_log=False, lifespan="off"
-        )
+        self.bind()
+        config = uvicorn.Config(self._counted, log_level="critical", log_config=None,
+                                access_log=False, lifespan="off", proxy_headers=False,
+                                interface="asgi3")  # a bound method: auto would say ASGI 2
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name=self.name, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name=self.name, daemon=True)
         self._thread.start()
+
+    def wait_started(self) -> None:
+        """Return once uvicorn serves; raise RuntimeError if it did not start."""
+        assert self._thread is not None
         deadline = time.monotonic() + self.start_timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start on 127.0.0.1:{port}")
-            time.sleep(0.005)
-        self.url = f"http://127.0.0.1:{port}"
+                raise RuntimeError(f"{self.name} did not start on {self.url}")
+            time.sleep(0.002)
+
+    async def _counted(self, scope: Any, receive: Any, send: Any) -> None:
+        self._active += 1
+        self.idle.clear()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self.idle.set()
+
+    def start(self) -> Self:
+        """Start serving and return once the port accepts connections."""
+        self.launch()
+        self.wait_started()
         return self
 
-    def stop(self) -> None:
-        """Ask the server to exit and wait briefly for it."""
+    def ask_to_stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+
+    def stop(self) -> None:
+        """Ask the server to exit and wait briefly for it (its requests finish first)."""
+        stop_all([self])
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all(servers: Iterable[BackgroundServer], wait: bool = True) -> None:
+    """Stop servers together: each takes ~0.2 s to wind down (uvicorn's ticks), side by side.
+
+    ``wait=False``: return once none is answering anything (each request's work, such as
+    recording it, done), and let them wind down on their own.
+    """
+    servers = list(servers)
+    for server in servers:
+        server.ask_to_stop()
+    for server in servers:
+        if server._thread is None:
+            if server._sock is not None:  # bound, never served
+                server._sock.close()
+        elif wait:
+            server._thread.join(timeout=5)
+        else:
+            server.idle.wait(timeout=5)
