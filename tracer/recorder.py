@@ -11,6 +11,7 @@ from typing import Any
 
 from tracer.sse import is_finished, redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
+from tracer.tables import JSONText
 from tracer.transport import Exchange, request_hash
 
 #: The distributions that install the ``openenv`` package: the maintained one, and the one
@@ -169,7 +170,7 @@ class Recorder:
 
 def _as_is(text: str | None, value: Any) -> Any:
     """Return a body's JSON text to store, or its value when the text cannot be kept."""
-    return value if text is None else text
+    return value if text is None else JSONText(text)
 
 
 def _unfinished(exchange: Exchange) -> str | None:

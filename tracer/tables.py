@@ -255,6 +255,10 @@ def dumps(value: Any) -> str:
     return text
 
 
+class JSONText(str):
+    """Text that already is the JSON to store (a body as it was sent): stored as it is."""
+
+
 def encode(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """Return ``row`` as stored: JSON columns as JSON text, bodies as text, booleans as 0/1,
     and the derived columns (token counts) computed from what they derive from."""
@@ -263,7 +267,7 @@ def encode(table: str, row: dict[str, Any]) -> dict[str, Any]:
     for name, value in row.items():
         column = columns.get(name)
         kind = column.type if column else None
-        if value is None:
+        if value is None or type(value) is JSONText:
             pass
         elif kind == JSON or (kind == BODY and not isinstance(value, str)):
             value = dumps(value)
