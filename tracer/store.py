@@ -289,17 +289,15 @@ class Store:
         return ids
 
     def _redacted(self, values: Iterable[Any]) -> list[Any]:
-        """Return the values to write: JSON-able data as JSON text, every secret replaced.
+        """Return a row's encoded values (``tables.encode``) with every secret replaced.
 
         ``redact`` for a row at once: it runs on every value of every row recorded."""
         secrets = self.secrets
+        if not secrets:
+            return list(values)
         out = []
         for value in values:
-            kind = type(value)
-            if kind is dict or kind is list or (
-                    kind is not str and isinstance(value, (dict, list))):
-                value, kind = dumps(value), str
-            if secrets and (kind is str or isinstance(value, str)):
+            if isinstance(value, str):
                 for secret in secrets:
                     if secret in value:
                         value = value.replace(secret, REDACTED)
