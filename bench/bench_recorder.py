@@ -120,9 +120,10 @@ def checkout(commit: str, into: Path) -> Path:
     return into
 
 
-def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> None:
-    """Recorded against unrecorded ``inference.py`` processes, servers in processes of their own
-    (and the same for ``against``'s tree, interleaved round by round)."""
+@contextlib.contextmanager
+def servers_and_trees(against: str | None):
+    """Yield a scratch directory, the LLM and env servers (processes of their own) and the
+    trees to time: this one, and ``against``'s checkout first when given."""
     sys.path.insert(0, str(ROOT / "bench"))
     from local_servers import Served
 
@@ -130,10 +131,17 @@ def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> 
         trees = {"this tree": ROOT}
         if against:
             trees = {against: checkout(against, Path(tmp) / "old"), **trees}
-        io_file = Path(tmp) / "io"
+        yield Path(tmp), llm, env, trees
+
+
+def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> None:
+    """Recorded against unrecorded ``inference.py`` processes, servers in processes of their own
+    (and the same for ``against``'s tree, interleaved round by round)."""
+    with servers_and_trees(against) as (tmp, llm, env, trees):
+        io_file = tmp / "io"
         ways: dict[str, dict[bool, dict[str, str]]] = {}
         for name, tree in trees.items():
-            base = {**servers_env(llm.url, env.url, Path(tmp) / f"{len(ways)}.db"),
+            base = {**servers_env(llm.url, env.url, tmp / f"{len(ways)}.db"),
                     "TASKS": ",".join(f"task{i}" for i in range(1, tasks + 1)),
                     "MAX_STEPS": str(steps), "PYTHONPATH": str(tree)}
             ways[name] = {True: {**base, "TRACE": "on"}, False: {**base, "TRACE": "off"}}
@@ -154,7 +162,7 @@ def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> 
                       f"{pair[True]['span']:.2f} s, ratio {ratios[name]['span'][-1]:.3f}; CPU "
                       f"off {pair[False]['span_cpu']:.2f} s, on {pair[True]['span_cpu']:.2f} s",
                       flush=True)
-        db_bytes = {name: (Path(tmp) / f"{k}.db").stat().st_size for k, name in enumerate(trees)}
+        db_bytes = {name: (tmp / f"{k}.db").stat().st_size for k, name in enumerate(trees)}
 
     n = tasks * steps
     print(f"inference.py processes: {tasks} tasks x {steps} steps, stand-in model and echo env "
@@ -191,18 +199,12 @@ def foreign(rounds: int, tasks: int, steps: int, against: str | None = None) -> 
 
 def startup(rounds: int, against: str | None) -> None:
     """Time to the first [START] and [STEP] of ``inference.py``, this tree against another."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from local_servers import Served
-
-    with tempfile.TemporaryDirectory() as tmp, Served("standin") as llm, Served("echo") as env:
-        trees = {"this tree": ROOT}
-        if against:
-            trees = {against: checkout(against, Path(tmp) / "old"), **trees}
-        io_file = Path(tmp) / "io"
+    with servers_and_trees(against) as (tmp, llm, env, trees):
+        io_file = tmp / "io"
         got: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
 
         def once(name: str) -> dict[str, float]:
-            env_vars = {**servers_env(llm.url, env.url, Path(tmp) / f"{len(got[name])}.db"),
+            env_vars = {**servers_env(llm.url, env.url, tmp / f"{len(got[name])}.db"),
                         "MAX_STEPS": "1", "PYTHONPATH": str(trees[name])}
             return inference_process(env_vars, trees[name], io_file)
 
