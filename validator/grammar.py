@@ -10,13 +10,15 @@ writes every character on which ``str.splitlines`` breaks (and NUL) as a visible
 text. A free-text field that would itself contain a whole `` reward=<r> done=<b> error=``
 sequence gets the space before ``reward=`` written as ``\\x20``, so every printed
 ``[STEP]`` line has exactly one way to be read.
+
+The typed models that print and parse whole lines (``StartLine``, ``StepLine``, ``EndLine``)
+are in ``validator.line_models`` and are importable from here.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Any
 
 #: Characters that would split a line (``str.splitlines``) or are NUL, and their escapes.
 ESCAPES: dict[str, str] = {
@@ -180,7 +182,8 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPE_TABLE)
 
 
-def _escape_free_text(text: str) -> str:
+def escape_free_text(text: str) -> str:
+    """Return free text (``action=``, ``error=``) escaped so its line has one reading."""
     text = escape(text)
     if STEP_SEPARATOR.search(text):
         text = STEP_SEPARATOR.sub(lambda m: "\\x20" + m.group(0)[1:], text)
@@ -225,180 +228,27 @@ def format_reward(value: float) -> str:
     return f"{value:.2f}"
 
 
-_MODELS = ("StartLine", "StepLine", "EndLine", "ProtocolLine")
+_MODELS = ("StartLine", "StepLine", "EndLine")
+
+if TYPE_CHECKING:
+    from validator.line_models import EndLine, StartLine, StepLine
 
 
-def __getattr__(name: str):
-    # The pydantic models are built on first use: the streaming checker needs only the
+def __getattr__(name: str) -> Any:
+    # The pydantic models are imported on first use: the streaming checker needs only the
     # patterns above, and importing pydantic would double its start-up time.
     if name in _MODELS:
-        _define_models()
-        return globals()[name]
+        from validator import line_models
+
+        return getattr(line_models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _define_models() -> None:
-    global _Line, StartLine, StepLine, EndLine, ProtocolLine, _PARSERS
-    if "_PARSERS" in globals():
-        return
-    from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-    class _Line(BaseModel):
-        model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-    class StartLine(_Line):
-        """``[START] task=... env=... model=...``"""
-
-        kind: Literal["START"] = "START"
-        task: str
-        env: str
-        model: str
-
-        @field_validator("task", "env", "model")
-        @classmethod
-        def _name(cls, value: str) -> str:
-            value = escape(value)
-            if not re.fullmatch(NAME, value):
-                raise ValueError(f"must be non-empty and contain no spaces, got {value!r}")
-            return value
-
-        def format(self) -> str:
-            """Return the line, without a trailing newline."""
-            return f"[START] task={self.task} env={self.env} model={self.model}"
-
-        @classmethod
-        def parse(cls, line: str) -> StartLine:
-            """Parse one line (no newline) or raise ``GrammarError``."""
-            m = START_RE.fullmatch(line)
-            if not m:
-                raise GrammarError("not a valid [START] line")
-            return cls.model_construct(task=m[1], env=m[2], model=m[3])
-
-
-    class StepLine(_Line):
-        """``[STEP] step=<n> action=<text> reward=<0.00> done=<bool> error=<text|null>``"""
-
-        kind: Literal["STEP"] = "STEP"
-        step: int = Field(ge=0)
-        action: str
-        reward: float
-        done: bool
-        error: str | None = None
-
-        @field_validator("action")
-        @classmethod
-        def _action(cls, value: str) -> str:
-            return _escape_free_text(value)
-
-        @field_validator("error")
-        @classmethod
-        def _error(cls, value: str | None) -> str | None:
-            # The grammar cannot tell an empty message or the text "null" from no error,
-            # and trailing spaces would end the line with whitespace.
-            if value is None:
-                return None
-            value = _escape_free_text(value).strip()
-            return None if value in ("", "null") else value
-
-        @field_validator("reward")
-        @classmethod
-        def _reward(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError(f"reward must be finite, got {value!r}")
-            return float(format_reward(value))
-
-        def format(self) -> str:
-            """Return the line, without a trailing newline."""
-            return (
-                f"[STEP] step={self.step} action={self.action} reward={format_reward(self.reward)}"
-                f" done={'true' if self.done else 'false'} error={self.error or 'null'}"
-            )
-
-        @classmethod
-        def parse(cls, line: str) -> StepLine:
-            """Parse one line (no newline) or raise ``GrammarError``; ambiguous lines are errors."""
-            m = STEP_RE.fullmatch(line)
-            if not m:
-                greedy = STEP_GREEDY_RE.fullmatch(line)
-                if greedy and count_separators(line, up_to=2) > 1:
-                    raise GrammarError(
-                        "ambiguous [STEP] line: 'reward=... done=... error=' occurs more than once",
-                        col=greedy.start(2) + 1,
-                    )
-                raise GrammarError("not a valid [STEP] line")
-            error = m[5]
-            return cls.model_construct(
-                step=integer(m[1]),
-                action=m[2],
-                reward=float(m[3]),
-                done=m[4] == "true",
-                error=None if error == "null" else error,
-            )
-
-
-    class EndLine(_Line):
-        """``[END] success=<bool> steps=<n> score=<score> rewards=<r1,...,rn>``"""
-
-        kind: Literal["END"] = "END"
-        success: bool
-        steps: int = Field(ge=0)
-        score: float = Field(ge=0.0, le=1.0)
-        rewards: list[float] = Field(default_factory=list)
-
-        @field_validator("score")
-        @classmethod
-        def _score(cls, value: float) -> float:
-            if not math.isfinite(value):
-                raise ValueError(f"score must be finite, got {value!r}")
-            return round(value, 3) + 0.0  # no "-0.000"
-
-        @field_validator("rewards")
-        @classmethod
-        def _rewards(cls, value: list[float]) -> list[float]:
-            if not all(math.isfinite(r) for r in value):
-                raise ValueError("rewards must be finite")
-            return [float(format_reward(r)) for r in value]
-
-        @model_validator(mode="after")
-        def _no_rewards_without_steps(self) -> EndLine:
-            if self.steps == 0 and self.rewards:
-                raise ValueError("rewards must be empty when steps=0")
-            return self
-
-        def format(self) -> str:
-            """Return the line, without a trailing newline."""
-            rewards = ",".join(format_reward(r) for r in self.rewards)
-            return (
-                f"[END] success={'true' if self.success else 'false'} steps={self.steps}"
-                f" score={self.score:.3f} rewards={rewards}"
-            )
-
-        @classmethod
-        def parse(cls, line: str) -> EndLine:
-            """Parse one line (no newline) or raise ``GrammarError``."""
-            m = END_RE.fullmatch(line)
-            if not m:
-                raise GrammarError("not a valid [END] line")
-            score = float(m[3])
-            return cls.model_construct(
-                success=m[1] == "true",
-                steps=integer(m[2]),
-                score=score,
-                rewards=[float(r) for r in m[4].split(",")] if m[4] else [],
-            )
-
-
-    ProtocolLine = Annotated[StartLine | StepLine | EndLine, Field(discriminator="kind")]
-
-    _PARSERS = {"[START]": StartLine.parse, "[STEP]": StepLine.parse, "[END]": EndLine.parse}
 
 
 def parse(line: str) -> StartLine | StepLine | EndLine:
     """Parse any protocol line (without its newline) or raise ``GrammarError``."""
-    _define_models()
-    tag = line.split(" ", 1)[0]
-    parser = _PARSERS.get(tag)
+    from validator.line_models import PARSERS
+
+    parser = PARSERS.get(line.split(" ", 1)[0])
     if parser is None:
         raise GrammarError("not a protocol line ([START], [STEP] or [END])")
     return parser(line)
