@@ -70,8 +70,10 @@ def test_export_to_a_file(db, tmp_path):
 
 
 def test_export_needs_a_run_or_all(db):
-    assert run_cli(db, "export").exit_code == 2
-    assert run_cli(db, "export", "latest", "--all").exit_code == 2
+    for args in (["export"], ["export", "latest", "--all"]):
+        result = run_cli(db, *args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.endswith("\nError: give one RUN or --all\n")
 
 
 def test_import_reads_an_export_back_with_run_ids_and_bytes_intact(db, tmp_path):

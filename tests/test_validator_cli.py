@@ -34,7 +34,8 @@ def test_exit_codes_valid_invalid_and_io_errors(tmp_path):
     assert missing.stderr.count("\n") == 1 and "cannot read" in missing.stderr
     directory = run("check", str(tmp_path))
     assert directory.exit_code == 2 and "Is a directory" in directory.stderr
-    assert run("check").exit_code == 2  # no PATH: usage error
+    no_path = run("check")
+    assert no_path.exit_code == 2 and no_path.stderr.endswith("Error: Missing argument 'PATH...'.\n")
 
 
 def test_stdin_is_read_with_a_dash():
@@ -145,7 +146,9 @@ def test_github_annotations(tmp_path):
 def test_open_score_needs_a_score_profile(tmp_path):
     (tmp_path / "a.log").write_bytes(GOOD)
     result = run("check", "--profile", "openenv-noscore", "--open-score", str(tmp_path / "a.log"))
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.endswith(
+        "Error: --open-score needs a profile with score= (--profile openenv)\n")
 
 
 def test_schema_command_prints_the_shipped_schemas():

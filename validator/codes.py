@@ -103,11 +103,6 @@ CODES: dict[str, Code] = {
 }
 
 
-def severity(code: str) -> str:
-    """Return ``"error"`` or ``"warning"`` for a registered code."""
-    return CODES[code].severity
-
-
 def show(example: bytes) -> str:
     """Return an example log as one line of text for a table: <U+XXXX> for invisible
     characters, <0xNN> for bytes that are not UTF-8, and ⏎ between lines."""
