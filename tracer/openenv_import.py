@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any
 
+from tracer.hidden_imports import hidden
+
 #: Set on an ``openenv.core`` module whose ``__init__`` has not run (the client alone loaded).
 _CLIENT_ONLY = "__tracer_client_only__"
 
@@ -29,19 +31,13 @@ def import_openenv() -> None:
     if core is not None and not getattr(core, _CLIENT_ONLY, False):
         return
     wanted = os.environ.get("ENABLE_WEB_INTERFACE", "").lower() in ("true", "1", "yes")
-    hide = not wanted and "gradio" not in sys.modules
-    if hide:
-        sys.modules["gradio"] = None  # type: ignore[assignment]  # makes `import gradio` fail fast
-    try:
+    with hidden(*(() if wanted else ("gradio",))):
         if core is None:
             import openenv.core  # noqa: F401
         else:  # the client alone was loaded: run the package's __init__ in the same module now
             delattr(core, _CLIENT_ONLY)
             assert core.__spec__ is not None and core.__spec__.loader is not None
             core.__spec__.loader.exec_module(core)
-    finally:
-        if hide and sys.modules.get("gradio", 0) is None:
-            del sys.modules["gradio"]
 
 
 def env_client_class() -> Any:

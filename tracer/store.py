@@ -22,27 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tracer.hidden_imports import hidden
 
-def _import_sqlite_utils():
-    """Import sqlite-utils without letting it pull in pandas and numpy.
-
-    It imports both when installed (gradio, an OpenEnv dependency, installs them) only to
-    map their types on insert, which we never do: that is 0.4 s of every start. The block
-    lasts for this one import, so anything that wants pandas later still gets it.
-    """
-    blocked = [m for m in ("pandas", "numpy") if m not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails fast
-    try:
-        import sqlite_utils
-    finally:
-        for name in blocked:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-    return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
+# sqlite-utils imports pandas and numpy when installed (gradio, an OpenEnv dependency,
+# installs them) only to map their types on insert, which we never do: 0.4 s of every start.
+with hidden("pandas", "numpy"):
+    import sqlite_utils
 
 from tracer.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from tracer.tables import dumps, encode
@@ -227,7 +212,7 @@ class Store:
             for migration in MIGRATIONS:
                 if migration.__name__ not in applied:
                     migration(self.db)
-                    self.db[MIGRATIONS_TABLE].insert(
+                    self.db.table(MIGRATIONS_TABLE).insert(
                         {"name": migration.__name__, "applied_at": now()}, pk="name"
                     )
 
@@ -274,7 +259,7 @@ class Store:
         Plain prepared INSERTs: sqlite-utils' ``insert`` inspects the table on every call
         (about seven statements a row), which made recording cost 2.3x as much.
         """
-        ids = []
+        ids: list[int] = []
         with self.transaction():
             execute = self.db.conn.execute
             for table, row in rows:
@@ -285,7 +270,7 @@ class Store:
                     columns = ", ".join(f"[{c}]" for c in row)
                     sql = self._insert_sql[key] = (
                         f"insert into [{table}] ({columns}) values ({', '.join('?' * len(row))})")
-                ids.append(execute(sql, self._redacted(row.values())).lastrowid)
+                ids.append(execute(sql, self._redacted(row.values())).lastrowid)  # type: ignore[arg-type]  # an INSERT's is an int
         return ids
 
     def _redacted(self, values: Iterable[Any]) -> list[Any]:
