@@ -16,7 +16,7 @@ the process jobs (this process and its workers: what a loaded machine's wall tim
 checks that every run replayed with no divergence and that each database got one replay per
 run.
 Alternated rounds (``--rounds``, default 3): the median rate and the median of the paired
-ratios. Run: ``python bench/bench_workers.py [--runs 16] [--episodes-per-run 25] [--workers N]
+ratios. Run: ``python bench/bench_workers.py [--runs 40] [--episodes-per-run 25] [--workers N]
 [--rounds 3] [--ray] [--through-client]``.
 """
 
@@ -112,6 +112,43 @@ def one_process(db: Path, ids: list[str], options: Options) -> list[bool]:
         store.close()
 
 
+def independent(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
+    """The machine's ceiling: ``workers`` processes forked from this one (imports done), each
+    replaying its share of the runs from a copy of its own into that copy, with nothing
+    shared: no hand-out, no shard, no merge. Timed from their release to the last one's end
+    (the copies are made first); the ratio no pool can beat on these cores."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    copies = [db.with_name(f"{db.stem}-alone-{n}.db") for n in range(workers)]
+    for copy in copies:
+        shutil.copy(db, copy)
+    go, results = context.Event(), context.Queue()
+
+    def work(n: int) -> None:
+        go.wait()
+        results.put(one_process(copies[n], ids[n::workers], options))
+
+    children = [context.Process(target=work, args=(n,)) for n in range(workers)]
+    for child in children:
+        child.start()
+    time.sleep(0.2)  # every child forked and waiting
+    START["independent"] = time.perf_counter()
+    go.set()
+    verdicts = [v for _ in children for v in results.get()]
+    for child in children:
+        child.join()
+    replayed = sum(replays(copy) for copy in copies) - workers * replays(db)
+    for copy in copies:
+        copy.unlink()
+    if replayed != len(ids):
+        verdicts.append(True)  # reported as a problem below
+    return verdicts
+
+
+START: dict[str, float] = {}
+
+
 def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
     results, _ = replay_in_workers(str(db), ids, workers, options)
     return [r.report is None or r.report.diverged for r in results]
@@ -156,7 +193,7 @@ STARTS: dict[str, list[float]] = {"ray.init + actors ready": [], "ray.shutdown":
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--episodes-per-run", type=int, default=25)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
@@ -183,6 +220,9 @@ def main() -> None:
         jobs = {
             "1 process": lambda db: one_process(db, ids, options),
             f"{args.workers} workers": lambda db: in_workers(db, ids, args.workers, options),
+            f"{args.workers} alone (ceiling)": lambda db: independent(
+                db, ids, args.workers, options
+            ),
         }
         if args.ray:
             jobs[f"ray, {args.workers} actors"] = None
@@ -202,14 +242,17 @@ def main() -> None:
                     verdicts, started = on_ray(db, ids, args.workers, options)
                     took = time.perf_counter() - t0 - started
                 else:
+                    START.clear()
                     verdicts = jobs[name](db)
-                    took = time.perf_counter() - t0
+                    took = time.perf_counter() - START.get("independent", t0)
                 rates[name].append(episodes / took)
                 cpus[name].append((cpu_seconds() - cpu0) / episodes)
-                if any(verdicts) or len(verdicts) != len(ids) or replays(db) != len(ids):
+                # the ceiling's processes record into copies of their own, counted apart
+                recorded = len(ids) if name.endswith("(ceiling)") else replays(db)
+                if any(verdicts) or len(verdicts) != len(ids) or recorded != len(ids):
                     problems.append(
                         f"{name}: {sum(verdicts)} diverged or failed, "
-                        f"{replays(db)} replays recorded for {len(ids)} runs"
+                        f"{recorded} replays recorded for {len(ids)} runs"
                     )
             for name in names[1:]:
                 ratios[name].append(rates[name][-1] / rates[names[0]][-1])
@@ -219,6 +262,14 @@ def main() -> None:
                 f"{name:<20} {statistics.median(rates[name]):7.1f} episodes/s (median of "
                 f"{args.rounds})  {ratio:5.2f}x one process (median of paired rounds)"
             )
+        ceiling = f"{args.workers} alone (ceiling)"
+        pool = statistics.median(
+            w / c for w, c in zip(rates[f"{args.workers} workers"], rates[ceiling])
+        )
+        print(
+            f"{args.workers} workers against {args.workers} processes alone: {pool:.2f}x (median of "
+            "paired rounds): what the pool's hand-out and merge leave of what these cores allow"
+        )
         for name in names:  # on a loaded machine, what the wall-time ratios cannot show
             if not name.startswith("ray"):
                 print(
