@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -147,14 +148,15 @@ def test_an_interrupt_stops_the_workers_and_keeps_what_finished(recordings, tmp_
 
     def ctrl_c_after_the_first_run(result):
         seen.append(result)
-        if len(seen) == 1:
-            raise KeyboardInterrupt  # as Ctrl-C in the driver, while the other worker is busy
+        if len(seen) == 1:  # Ctrl-C in the driver as it counts a run, the other worker busy
+            os.kill(os.getpid(), signal.SIGINT)
 
     results, interrupted = replay_in_workers(
         db, ids, 2, Options(offline=True), on_result=ctrl_c_after_the_first_run
     )
     assert interrupted
     assert ids[2] not in [r.run_id for r in results]  # never handed out
+    assert seen[0].report is not None and seen[0] in results  # the run it came on counts
     database = sqlite_utils.Database(db)
     store = open_store(db)  # as list and show see them: a run whose worker is gone ended
     shown = [
@@ -167,6 +169,41 @@ def test_an_interrupt_stops_the_workers_and_keeps_what_finished(recordings, tmp_
         assert run["status"] in ("completed", "failed", "interrupted")
         assert {e["status"] for e in run["episodes"]} <= {"completed", "failed", "interrupted"}
     assert not [name for name in os.listdir(tmp_path) if ".shards-" in name]
+
+
+class CtrlCAsRead:
+    """Pickled by a worker, it sends the driver SIGINT while the driver reads the answer:
+    a Ctrl-C that lands as a worker's result is being taken in."""
+
+    def __init__(self, driver: int):
+        self.driver = driver
+
+    def __reduce__(self):
+        return (os.kill, (self.driver, signal.SIGINT))
+
+
+def test_a_ctrl_c_as_a_result_is_read_still_counts_that_run(recordings, tmp_path, monkeypatch):
+    import tracer.workers
+    from tracer.workers import Options, replay_in_workers
+
+    db = copy(recordings, tmp_path, "traces.db")
+    ids = [
+        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
+    ]
+    real, driver = tracer.workers.replay_one, os.getpid()
+
+    def answer_with_a_ctrl_c(source, shard, run_id, options):
+        result = real(source, shard, run_id, options)
+        if run_id == ids[0]:
+            result.notes = CtrlCAsRead(driver)  # read back as None, with a SIGINT
+        return result
+
+    monkeypatch.setattr(tracer.workers, "replay_one", answer_with_a_ctrl_c)  # forked as is
+    results, interrupted = replay_in_workers(db, ids, 2, Options(offline=True))
+    assert interrupted
+    assert results[0].run_id == ids[0] and results[0].report is not None  # not lost
+    assert ids[0] in [replay_of for replay_of, _ in replays(db)]
+    assert ids[2] not in [r.run_id for r in results]  # the Ctrl-C came before its hand-out
 
 
 def test_a_ray_worker_that_dies_fails_its_run_and_its_finished_runs_are_replayed_again(
@@ -226,8 +263,8 @@ def test_an_interrupt_of_a_ray_replay_keeps_what_finished(recordings, tmp_path):
 
     def ctrl_c_after_the_first_run(result):
         seen.append(result)
-        if len(seen) == 1:
-            raise KeyboardInterrupt  # as Ctrl-C in the driver, while another actor is busy
+        if len(seen) == 1:  # Ctrl-C in the driver as it counts a run, another actor busy
+            os.kill(os.getpid(), signal.SIGINT)
 
     connect(import_ray(), None)
     results, interrupted = replay_in_ray(

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tracer.signals import deferred
 from tracer.store import TraceError
 from tracer.workers import (
     STOP_TIMEOUT_S,
@@ -186,7 +187,8 @@ class RayPool:
         try:
             while job.in_flight:
                 (ready,), _ = self.ray.wait(list(job.in_flight), num_returns=1)
-                job.answered(ready)
+                with deferred():  # a Ctrl-C while an answer is taken in waits for it
+                    job.answered(ready)
         except KeyboardInterrupt:
             job.stop()
             return job.collected.results(), job.shards, True
@@ -237,14 +239,8 @@ class _Job:
             shard = self.directory / f"shard-{len(self.shards) + 1}.db"
             shard.write_bytes(data)
             self.shards.append(str(shard))
-        stopped: KeyboardInterrupt | None = None
         for result in self.waiting.pop(actor, []):  # each counts: its rows are in the shard
-            try:
-                self.collected.add(result)
-            except KeyboardInterrupt as exc:  # Ctrl-C while one is printed: the rest count too
-                stopped = exc
-        if stopped is not None:
-            raise stopped
+            self.collected.add(result)
 
     def _lost(self, actor: Any, run_id: str | None, exc: Exception) -> None:
         """An actor died: its run fails, its unsent runs go to another actor (once each)."""
@@ -281,7 +277,8 @@ class _Job:
                 )[0]
             )
             for ref in [ref for ref in self.in_flight if ref in ready]:  # as submitted
-                self.answered(ref)
+                with deferred():
+                    self.answered(ref)
         for run_id in [run_id for _, run_id in self.in_flight.values() if run_id] + [
             result.run_id for results in self.waiting.values() for result in results
         ]:

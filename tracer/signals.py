@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -106,3 +107,20 @@ def hold_until_exit() -> None:
     # shutdown, when a SIGTERM would still kill the process (exit -15) after the run's end;
     # an ignored signal it leaves alone.
     atexit.register(lambda: [signal.signal(signum, signal.SIG_IGN) for signum in SIGNUMS])
+
+
+@contextmanager
+def deferred(signum: int = signal.SIGINT) -> Iterator[None]:
+    """Hold ``signum`` through the block, then hand one that came to the handler it had: for
+    bookkeeping a Ctrl-C must not cut in half (a worker's answer taken, not yet counted)."""
+    if threading.current_thread() is not threading.main_thread():  # handlers are main's
+        yield
+        return
+    came: list[int] = []
+    previous = signal.signal(signum, lambda number, frame: came.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+        if came:
+            signal.raise_signal(signum)  # its handler runs now: KeyboardInterrupt by default

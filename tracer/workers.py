@@ -288,29 +288,40 @@ def replay_in_workers(
 def _collect(
     busy: list[_Worker], finished: Callable, hand_out: Callable, start: Callable, pending: deque
 ) -> None:
-    """Wait for a worker to answer or die, and act on it."""
+    """Wait for workers to answer or die, take that in, then hand out the next runs.
+
+    A Ctrl-C while an answer is taken in waits for it to be counted (never a result read and
+    lost), and one that came meanwhile stops the job before any worker gets a new run."""
+    from tracer.signals import deferred
+
     ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
-    for worker in list(busy):
-        if worker.conn in ready or worker.conn.poll():
-            try:
-                result = worker.conn.recv()
-            except (EOFError, OSError):
+    free: list[_Worker | None] = []  # answered, or None for one that died
+    with deferred():
+        for worker in list(busy):
+            if worker.conn in ready or worker.conn.poll():
+                try:
+                    result = worker.conn.recv()
+                except (EOFError, OSError):
+                    _crashed(worker, busy, finished)
+                    free.append(None)
+                    continue
+                worker.run_id = None  # answered: an interrupt now waits for nothing from it
+                finished(result)
+                free.append(worker)
+            elif worker.process.sentinel in ready:
                 _crashed(worker, busy, finished)
+                free.append(None)
+    for idle in free:
+        with deferred():
+            if idle is None:  # a new worker takes the next run
                 if pending:
                     busy.append(replacement := start())
                     hand_out(replacement)
                 continue
-            worker.run_id = None  # answered: an interrupt now waits for nothing from it
-            finished(result)
-            hand_out(worker)
-            if worker.run_id is None:  # no run left for it: let it go
-                worker.process.join()
-                busy.remove(worker)
-        elif worker.process.sentinel in ready:
-            _crashed(worker, busy, finished)
-            if pending:
-                busy.append(replacement := start())
-                hand_out(replacement)
+            hand_out(idle)
+            if idle.run_id is None:  # no run left for it: let it go
+                idle.process.join()
+                busy.remove(idle)
 
 
 def _crashed(worker: _Worker, busy: list[_Worker], finished: Callable) -> None:
