@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -450,6 +451,61 @@ def test_a_full_disk_on_stdout_stops_the_run_in_one_line(tmp_path, capsys, monke
     assert db["lines"].count == 0  # `lines` holds what was printed: nothing was
     (episode,) = db["episodes"].rows
     assert episode["status"] == "interrupted" and episode["ended_at"]
+
+
+class CheckedStdout:
+    """A stdout that, as each [STEP] line is written, reads the database from a connection of
+    its own (as another process would) to see whether that line is recorded already; it can
+    also break, as a pipe whose reader went away, at a given [STEP]."""
+
+    def __init__(self, db: Path, break_at_step: int | None = None):
+        self.db, self.break_at_step = db, break_at_step
+        self.written: list[str] = []
+        self.recorded_first: list[bool] = []
+
+    def write(self, text: str) -> int:
+        if text.startswith("[STEP]"):
+            if len(self.recorded_first) + 1 == self.break_at_step:
+                raise BrokenPipeError(32, "Broken pipe")
+            conn = sqlite3.connect(self.db)
+            (found,) = conn.execute(
+                "select count(*) from lines where line = ?", [text[:-1]]
+            ).fetchone()
+            conn.close()
+            self.recorded_first.append(found == self.written.count(text) + 1)
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_step_line_is_printed_only_once_it_is_recorded(tmp_path, monkeypatch):
+    stdout = CheckedStdout(tmp_path / "traces.db")
+    monkeypatch.setattr("sys.stdout", stdout)
+    code = run(config(tmp_path, tasks=("alpha", "beta"), max_steps=4))
+    monkeypatch.undo()
+    assert code == 0
+    assert stdout.recorded_first == [True] * 8  # a kill -9 at any moment loses nothing printed
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    assert [r["line"] + "\n" for r in db.query("select line from lines order by id")] == (
+        stdout.written
+    )  # in the order printed: the [STEP]s of an episode between its [START] and [END]
+
+
+def test_a_stdout_that_breaks_at_a_step_takes_no_env_step_after_it(tmp_path, monkeypatch):
+    stdout = CheckedStdout(tmp_path / "traces.db", break_at_step=2)
+    monkeypatch.setattr("sys.stdout", stdout)
+    monkeypatch.setattr("tracer.runner.discard_stdout", lambda: None)  # stays ours to read
+    code = run(config(tmp_path, tasks=("alpha",), max_steps=5))
+    monkeypatch.undo()
+    assert code == 1
+    db = sqlite_utils.Database(tmp_path / "traces.db")
+    printed = [r["line"] + "\n" for r in db.query("select line from lines order by id")]
+    assert printed == stdout.written and len(printed) == 2  # [START], [STEP] 1: what was printed
+    (episode,) = db["episodes"].rows
+    assert episode["status"] == "interrupted"
+    assert db["steps"].count == 2  # the step whose line broke was taken; none after it
 
 
 def test_trace_db_that_cannot_be_written_is_a_configuration_error_too(tmp_path):
