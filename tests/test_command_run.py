@@ -453,9 +453,10 @@ def test_steps_are_numbered_in_order_so_each_llm_call_stays_with_its_step(tmp_pa
     assert "[STEP] step=1 action=b" in result.stdout  # as printed
 
 
-def an_upstream_that_ends_its_streams_late():
-    """A distant provider: a stream's next event, and its end of body after data: [DONE], come
-    a while later."""
+def a_distant_upstream():
+    """A provider farther away than the script: a stream's next event, and its end of body after
+    data: [DONE], come a while later; under /busy, every other call is a 429 whose body comes
+    after its status."""
     import asyncio
 
     from starlette.applications import Starlette
@@ -474,13 +475,31 @@ def an_upstream_that_ends_its_streams_late():
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-    return BackgroundServer(app, "late upstream")
+    calls = []
+
+    async def busy(request) -> StreamingResponse:
+        calls.append(1)
+        if len(calls) % 2 == 0:
+            return await chat(request)
+
+        async def message():
+            await asyncio.sleep(0.3)
+            yield '{"error": {"message": "rate limited"}}'
+
+        return StreamingResponse(message(), status_code=429, media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/busy/v1/chat/completions", busy, methods=["POST"]),
+        ]
+    )
+    return BackgroundServer(app, "distant upstream")
 
 
 @pytest.mark.parametrize("leave", ["done", "first"])
 def test_a_stream_closed_at_its_done_is_whole_and_one_left_before_it_is_not(tmp_path, leave):
-    with an_upstream_that_ends_its_streams_late() as upstream:
+    with a_distant_upstream() as upstream:
         result = tracer_run(
             tmp_path,
             "--upstream",
@@ -499,3 +518,15 @@ def test_a_stream_closed_at_its_done_is_whole_and_one_left_before_it_is_not(tmp_
     else:
         assert all(error.startswith("the client went away") for _, error, _ in rows)
         assert all("[DONE]" not in response for _, _, response in rows)
+
+
+def test_a_429_to_a_stream_closed_unread_is_recorded_with_its_message(tmp_path):
+    with a_distant_upstream() as upstream:
+        result = tracer_run(
+            tmp_path, "--upstream", upstream.url + "/busy/v1", "--", *script("retries_a_429.py")
+        )
+    assert result.exit_code == 0, result.stderr
+    rows = db_rows(tmp_path, "select status_code, error, response from llm_calls order by id")
+    assert [status for status, _, _ in rows] == [429, 200, 429, 200]
+    assert rows[0][1:] == (None, '{"error": {"message": "rate limited"}}')
+    assert rows[2][1:] == (None, '{"error": {"message": "rate limited"}}')

@@ -367,5 +367,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 def _streamed(exchange: Exchange, response: httpcore.Response) -> bool:
-    """Whether an answer may go on for a while: a stream asked for, or sent without a length."""
+    """Whether an answer may go on for a while: a stream asked for, or sent without a length.
+
+    An error answer (a 429 to a stream asked for) is short: it is read whole, so that its message
+    is recorded even when the client closes it unread, as the openai client does before a retry."""
+    if response.status >= 400:
+        return False
     return exchange.stream or _header(response.headers, b"content-length") is None
