@@ -456,7 +456,7 @@ def test_steps_are_numbered_in_order_so_each_llm_call_stays_with_its_step(tmp_pa
 def a_distant_upstream():
     """A provider farther away than the script: a stream's next event, and its end of body after
     data: [DONE], come a while later; under /busy, every other call is a 429 whose body comes
-    after its status."""
+    after its status; under /cut, streams end without their data: [DONE]."""
     import asyncio
 
     from starlette.applications import Starlette
@@ -470,7 +470,8 @@ def a_distant_upstream():
             yield 'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
             await asyncio.sleep(0.3)
             yield 'data: {"choices": [{"index": 0, "delta": {"content": "lo"}}]}\n\n'
-            yield "data: [DONE]\n\n"
+            if not request.url.path.startswith("/cut/"):
+                yield "data: [DONE]\n\n"
             await asyncio.sleep(0.3)
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -492,6 +493,7 @@ def a_distant_upstream():
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/busy/v1/chat/completions", busy, methods=["POST"]),
+            Route("/cut/v1/chat/completions", chat, methods=["POST"]),
         ]
     )
     return BackgroundServer(app, "distant upstream")
@@ -530,3 +532,14 @@ def test_a_429_to_a_stream_closed_unread_is_recorded_with_its_message(tmp_path):
     assert [status for status, _, _ in rows] == [429, 200, 429, 200]
     assert rows[0][1:] == (None, '{"error": {"message": "rate limited"}}')
     assert rows[2][1:] == (None, '{"error": {"message": "rate limited"}}')
+
+
+def test_a_stream_that_ends_without_its_done_is_recorded_as_cut_short(tmp_path):
+    with a_distant_upstream() as upstream:
+        result = tracer_run(
+            tmp_path, "--upstream", upstream.url + "/cut/v1", "--", *script("closes_at_done.py")
+        )
+    assert result.exit_code == 0, result.stderr
+    cut = ("the stream ended before data: [DONE]",)
+    assert db_rows(tmp_path, "select error from llm_calls") == [cut, cut]
+    assert "llm failures: 2 of 2 exchange(s) failed" in result.stderr
