@@ -451,3 +451,95 @@ def test_steps_are_numbered_in_order_so_each_llm_call_stays_with_its_step(tmp_pa
         "and s.step = c.step order by c.id",
     ) == [("a", "a"), ("b", "b"), ("c", "c")]
     assert "[STEP] step=1 action=b" in result.stdout  # as printed
+
+
+def a_distant_upstream():
+    """A provider farther away than the script: a stream's next event, and its end of body after
+    data: [DONE], come a while later; under /busy, every other call is a 429 whose body comes
+    after its status; under /cut, streams end without their data: [DONE]."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from tracer.servers import BackgroundServer
+
+    async def chat(request) -> StreamingResponse:
+        async def events():
+            yield 'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+            await asyncio.sleep(0.3)
+            yield 'data: {"choices": [{"index": 0, "delta": {"content": "lo"}}]}\n\n'
+            if not request.url.path.startswith("/cut/"):
+                yield "data: [DONE]\n\n"
+            await asyncio.sleep(0.3)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    calls = []
+
+    async def busy(request) -> StreamingResponse:
+        calls.append(1)
+        if len(calls) % 2 == 0:
+            return await chat(request)
+
+        async def message():
+            await asyncio.sleep(0.3)
+            yield '{"error": {"message": "rate limited"}}'
+
+        return StreamingResponse(message(), status_code=429, media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/busy/v1/chat/completions", busy, methods=["POST"]),
+            Route("/cut/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
+    return BackgroundServer(app, "distant upstream")
+
+
+@pytest.mark.parametrize("leave", ["done", "first"])
+def test_a_stream_closed_at_its_done_is_whole_and_one_left_before_it_is_not(tmp_path, leave):
+    with a_distant_upstream() as upstream:
+        result = tracer_run(
+            tmp_path,
+            "--upstream",
+            upstream.url + "/v1",
+            "--",
+            *script("closes_at_done.py"),
+            env={"LEAVE": leave},
+        )
+    assert result.exit_code == 0, result.stderr
+    rows = db_rows(tmp_path, "select stream, error, response from llm_calls order by id")
+    assert len(rows) == 2 and all(stream == 1 for stream, _, _ in rows)
+    if leave == "done":  # the whole answer was read: no failure, the stream kept as sent
+        assert [error for _, error, _ in rows] == [None, None]
+        assert all(response.endswith("data: [DONE]\n\n") for _, _, response in rows)
+        assert "ok    llm failures: 0 of 2 exchange(s) failed" in result.stderr
+    else:
+        assert all(error.startswith("the client went away") for _, error, _ in rows)
+        assert all("[DONE]" not in response for _, _, response in rows)
+
+
+def test_a_429_to_a_stream_closed_unread_is_recorded_with_its_message(tmp_path):
+    with a_distant_upstream() as upstream:
+        result = tracer_run(
+            tmp_path, "--upstream", upstream.url + "/busy/v1", "--", *script("retries_a_429.py")
+        )
+    assert result.exit_code == 0, result.stderr
+    rows = db_rows(tmp_path, "select status_code, error, response from llm_calls order by id")
+    assert [status for status, _, _ in rows] == [429, 200, 429, 200]
+    assert rows[0][1:] == (None, '{"error": {"message": "rate limited"}}')
+    assert rows[2][1:] == (None, '{"error": {"message": "rate limited"}}')
+
+
+def test_a_stream_that_ends_without_its_done_is_recorded_as_cut_short(tmp_path):
+    with a_distant_upstream() as upstream:
+        result = tracer_run(
+            tmp_path, "--upstream", upstream.url + "/cut/v1", "--", *script("closes_at_done.py")
+        )
+    assert result.exit_code == 0, result.stderr
+    cut = ("the stream ended before data: [DONE]",)
+    assert db_rows(tmp_path, "select error from llm_calls") == [cut, cut]
+    assert "llm failures: 2 of 2 exchange(s) failed" in result.stderr

@@ -301,7 +301,8 @@ class CommandRecorder:
         with self.lock:
             self.tally.llm_calls += 1
             digest = request_hash(exchange.request)
-            failed = exchange.error is not None or (exchange.status_code or 0) >= 400
+            error = exchange.failure()
+            failed = error is not None or (exchange.status_code or 0) >= 400
             if failed:
                 self.tally.failed_calls.append((digest, self.tally.llm_calls))
             else:
@@ -326,7 +327,7 @@ class CommandRecorder:
                 response=response,
                 stream=int(exchange.stream),
                 latency_ms=round(exchange.latency_ms, 3),
-                error=exchange.error,
+                error=error,
                 started_at=slot.started_at,
             )
             self._write(lambda s: s.record_llm_call(**row))

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import httpcore
 
 from tracer.command_recorder import Slot
+from tracer.sse import is_finished
 from tracer.transport import Exchange, decode_body
 
 # Headers that belong to one connection, not to the request or response being forwarded.
@@ -243,7 +244,7 @@ class LLMProxy:
             return
         # A stream the script stops reading (it went away) is stopped upstream too. The relay
         # sends the end of the answer as its last await, so if the script is found gone
-        # while the relay is still running, the answer was not all sent.
+        # while the relay is still running, the answer was not all sent (unless its [DONE] was).
         relaying = asyncio.ensure_future(relay)
         gone = asyncio.ensure_future(_disconnect(receive))
         await asyncio.wait((relaying, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -269,7 +270,11 @@ class LLMProxy:
         except UPSTREAM_ERRORS as exc:  # the answer ends here, as the upstream ended it
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         except BaseException as exc:  # the script went away mid-stream
-            error, gone = f"the client went away ({type(exc).__name__})", True
+            gone = True
+            # Clients close as soon as they read data: [DONE] (the openai client does), often
+            # before the end of the body comes from a distant upstream: the answer was whole.
+            if not (exchange.stream and is_finished(b"".join(chunks).decode("utf-8", "replace"))):
+                error = f"the client went away ({type(exc).__name__})"
             raise
         finally:
             try:  # a cancel that lands in these awaits must not cost the exchange its row
@@ -362,5 +367,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 def _streamed(exchange: Exchange, response: httpcore.Response) -> bool:
-    """Whether an answer may go on for a while: a stream asked for, or sent without a length."""
+    """Whether an answer may go on for a while: a stream asked for, or sent without a length.
+
+    An error answer (a 429 to a stream asked for) is short: it is read whole, so that its message
+    is recorded even when the client closes it unread, as the openai client does before a retry."""
+    if response.status >= 400:
+        return False
     return exchange.stream or _header(response.headers, b"content-length") is None

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
-from tracer.sse import is_finished, redact_stream
+from tracer.sse import redact_stream
 from tracer.store import REDACTED, Store, TraceError, now, redact
 from tracer.tables import JSONText
 from tracer.transport import Exchange, request_hash
@@ -181,7 +181,7 @@ class Recorder:
                     ),
                     stream=int(exchange.stream),
                     latency_ms=round(exchange.latency_ms, 3),
-                    error=exchange.error or _unfinished(exchange),
+                    error=exchange.failure(),
                     started_at=exchange.started_at,
                 ),
             )
@@ -191,15 +191,3 @@ class Recorder:
 def _as_is(text: str | None, value: Any) -> Any:
     """Return a body's JSON text to store, or its value when the text cannot be kept."""
     return value if text is None else JSONText(text)
-
-
-def _unfinished(exchange: Exchange) -> str | None:
-    """Return why a successful stream is incomplete: it ended before ``data: [DONE]``."""
-    if (
-        exchange.stream
-        and exchange.status_code == 200
-        and isinstance(exchange.response, str)
-        and not is_finished(exchange.response)
-    ):
-        return "the stream ended before data: [DONE]"
-    return None

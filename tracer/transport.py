@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import httpx
 
+from tracer.sse import is_finished
 from tracer.store import now
 
 
@@ -69,6 +70,18 @@ class Exchange:
     request_text: str | None = None
     response_text: str | None = None
     request_hash: str | None = None  # the request's hash when already known (a replay's check)
+
+    def failure(self) -> str | None:
+        """Return the error, or why a successful stream is incomplete: it ended before
+        ``data: [DONE]``."""
+        unfinished = (
+            self.error is None
+            and self.stream
+            and self.status_code == 200
+            and isinstance(self.response, str)
+            and not is_finished(self.response)
+        )
+        return "the stream ended before data: [DONE]" if unfinished else self.error
 
 
 class _TeeStream(httpx.SyncByteStream):
