@@ -534,6 +534,19 @@ def test_a_429_to_a_stream_closed_unread_is_recorded_with_its_message(tmp_path):
     assert rows[2][1:] == (None, '{"error": {"message": "rate limited"}}')
 
 
+def test_a_failed_call_is_not_taken_as_retried_by_the_same_question_in_another_task(tmp_path):
+    with a_distant_upstream() as upstream:  # /busy: the first call is a 429, the second not
+        result = tracer_run(
+            tmp_path, "--upstream", upstream.url + "/busy/v1", "--", *script("falls_back.py")
+        )
+    assert result.exit_code == 0, result.stderr
+    assert "action=fallback" in result.stdout and "action=asked" in result.stdout
+    assert (
+        "FAIL  llm failures: 1 of 2 exchange(s) failed; 1 request(s) never answered by a retry "
+        "(calls #1)"
+    ) in result.stderr
+
+
 def test_a_stream_that_ends_without_its_done_is_recorded_as_cut_short(tmp_path):
     with a_distant_upstream() as upstream:
         result = tracer_run(

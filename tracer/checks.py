@@ -48,10 +48,10 @@ def grader_checks(
     inside = tally.llm_calls - recorder.outside_calls
     checks.append(_check("llm calls through API_BASE_URL", inside > 0 or not tally.step_lines, via))
 
-    lost: dict[str, int] = {}  # request hash: its first failed call
-    for digest, n in tally.failed_calls:
-        if digest not in tally.recovered:
-            lost.setdefault(digest, n)
+    lost: dict[tuple, int] = {}  # request: its first failed call
+    for request, n in tally.failed_calls:
+        if request not in tally.recovered:
+            lost.setdefault(request, n)
     failed = f"{len(tally.failed_calls)} of {tally.llm_calls} exchange(s) failed"
     if lost:
         first = ", #".join(map(str, list(lost.values())[:5]))

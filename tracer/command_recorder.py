@@ -85,8 +85,10 @@ class Tally:
     """What the grader checks need, counted as the run goes."""
 
     llm_calls: int = 0
-    failed_calls: list[tuple[str, int]] = field(default_factory=list)  # (request hash, #)
-    recovered: set[str] = field(default_factory=set)
+    # (the request: its episode, step and body hash; its call's number): a retry is the same
+    # body sent again for the same step; the same body in another step or task is not one
+    failed_calls: list[tuple[tuple, int]] = field(default_factory=list)
+    recovered: set[tuple] = field(default_factory=set)
     keys_given: int = 0
     keys_other: int = 0
     keys_missing: int = 0
@@ -303,10 +305,11 @@ class CommandRecorder:
             digest = request_hash(exchange.request)
             error = exchange.failure()
             failed = error is not None or (exchange.status_code or 0) >= 400
+            request = (slot.episode, slot.step, digest)
             if failed:
-                self.tally.failed_calls.append((digest, self.tally.llm_calls))
+                self.tally.failed_calls.append((request, self.tally.llm_calls))
             else:
-                self.tally.recovered.add(digest)
+                self.tally.recovered.add(request)
             if self.store is None or not self.run_id:
                 return
             response = exchange.response
