@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tracer.config import Config
@@ -112,13 +113,17 @@ def one_process(db: Path, ids: list[str], options: Options) -> list[bool]:
         store.close()
 
 
-def independent(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
+def independent(
+    db: Path, ids: list[str], workers: int, options: Options
+) -> tuple[list[bool], int, float]:
     """The machine's ceiling: ``workers`` processes forked from this one (imports done), each
     replaying its share of the runs from a copy of its own into that copy, with nothing
-    shared: no hand-out, no shard, no merge. Timed from their release to the last one's end
-    (the copies are made first); the ratio no pool can beat on these cores."""
+    shared: no hand-out, no shard, no merge; the ratio no pool can beat on these cores.
+    Return the verdicts, the replays the copies got, and the time to leave out: the copies
+    made and the processes forked before their release."""
     import multiprocessing
 
+    start = time.perf_counter()
     context = multiprocessing.get_context("fork")
     copies = [db.with_name(f"{db.stem}-alone-{n}.db") for n in range(workers)]
     for copy in copies:
@@ -133,7 +138,7 @@ def independent(db: Path, ids: list[str], workers: int, options: Options) -> lis
     for child in children:
         child.start()
     time.sleep(0.2)  # every child forked and waiting
-    START["independent"] = time.perf_counter()
+    released = time.perf_counter()
     go.set()
     verdicts = [v for _ in children for v in results.get()]
     for child in children:
@@ -141,12 +146,7 @@ def independent(db: Path, ids: list[str], workers: int, options: Options) -> lis
     replayed = sum(replays(copy) for copy in copies) - workers * replays(db)
     for copy in copies:
         copy.unlink()
-    if replayed != len(ids):
-        verdicts.append(True)  # reported as a problem below
-    return verdicts
-
-
-START: dict[str, float] = {}
+    return verdicts, replayed, released - start
 
 
 def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list[bool]:
@@ -154,9 +154,12 @@ def in_workers(db: Path, ids: list[str], workers: int, options: Options) -> list
     return [r.report is None or r.report.diverged for r in results]
 
 
-def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[list[bool], float]:
-    """Replay through Ray actors; return the verdicts and the start-up time to leave out:
-    ``ray.init``, the actors' start (a process each, importing tracer) and ``ray.shutdown``."""
+def on_ray(
+    db: Path, ids: list[str], workers: int, options: Options
+) -> tuple[list[bool], int, float]:
+    """Replay through Ray actors; return the verdicts, the replays recorded and the start-up
+    time to leave out: ``ray.init``, the actors' start (a process each, importing tracer) and
+    ``ray.shutdown``."""
     import ray
 
     from tracer.ray_workers import RayPool, connect
@@ -176,7 +179,7 @@ def on_ray(db: Path, ids: list[str], workers: int, options: Options) -> tuple[li
         stopped = time.perf_counter() - stop
         STARTS["ray.shutdown"].append(stopped)
     merge_shards(str(db), shards, directory, options)
-    return [r.report is None or r.report.diverged for r in results], started + stopped
+    return [r.report is None or r.report.diverged for r in results], replays(db), started + stopped
 
 
 def cpu_seconds() -> float:
@@ -217,15 +220,20 @@ def main() -> None:
             f"({episodes} episodes) in {time.perf_counter() - start:.1f} s; LLM calls {path}; "
             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
         )
-        jobs = {
-            "1 process": lambda db: one_process(db, ids, options),
-            f"{args.workers} workers": lambda db: in_workers(db, ids, args.workers, options),
+        # each: the verdicts, the replays recorded, and seconds of its own start-up to leave out
+        jobs: dict[str, Callable[[Path], tuple[list[bool], int, float]]] = {
+            "1 process": lambda db: (one_process(db, ids, options), replays(db), 0.0),
+            f"{args.workers} workers": lambda db: (
+                in_workers(db, ids, args.workers, options),
+                replays(db),
+                0.0,
+            ),
             f"{args.workers} alone (ceiling)": lambda db: independent(
                 db, ids, args.workers, options
             ),
         }
         if args.ray:
-            jobs[f"ray, {args.workers} actors"] = None
+            jobs[f"ray, {args.workers} actors"] = lambda db: on_ray(db, ids, args.workers, options)
         names = list(jobs)
         rates: dict[str, list[float]] = {name: [] for name in names}
         ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
@@ -238,17 +246,10 @@ def main() -> None:
                     leftover.unlink()
                 shutil.copy(source, db)
                 t0, cpu0 = time.perf_counter(), cpu_seconds()
-                if jobs[name] is None:
-                    verdicts, started = on_ray(db, ids, args.workers, options)
-                    took = time.perf_counter() - t0 - started
-                else:
-                    START.clear()
-                    verdicts = jobs[name](db)
-                    took = time.perf_counter() - START.get("independent", t0)
+                verdicts, recorded, left_out = jobs[name](db)
+                took = time.perf_counter() - t0 - left_out
                 rates[name].append(episodes / took)
                 cpus[name].append((cpu_seconds() - cpu0) / episodes)
-                # the ceiling's processes record into copies of their own, counted apart
-                recorded = len(ids) if name.endswith("(ceiling)") else replays(db)
                 if any(verdicts) or len(verdicts) != len(ids) or recorded != len(ids):
                     problems.append(
                         f"{name}: {sum(verdicts)} diverged or failed, "
