@@ -59,6 +59,13 @@ def replays(db: str) -> list[tuple[str, str]]:
     )
 
 
+def recorded_ids(db: str) -> list[str]:
+    """The recorded runs' ids, oldest first."""
+    return [
+        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
+    ]
+
+
 def test_two_workers_replay_as_one_process_does(recordings, tmp_path):
     one, two = copy(recordings, tmp_path, "one.db"), copy(recordings, tmp_path, "two.db")
     single = replay(one, "--all", "--offline", "--workers", "1")
@@ -140,9 +147,7 @@ def test_an_interrupt_stops_the_workers_and_keeps_what_finished(recordings, tmp_
     from tracer.workers import Options, replay_in_workers
 
     db = copy(recordings, tmp_path, "traces.db")
-    ids = [
-        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
-    ]
+    ids = recorded_ids(db)
 
     seen = []
 
@@ -187,9 +192,7 @@ def test_a_ctrl_c_as_a_result_is_read_still_counts_that_run(recordings, tmp_path
     from tracer.workers import Options, replay_in_workers
 
     db = copy(recordings, tmp_path, "traces.db")
-    ids = [
-        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
-    ]
+    ids = recorded_ids(db)
     real, driver = tracer.workers.replay_one, os.getpid()
 
     def answer_with_a_ctrl_c(source, shard, run_id, options):
@@ -216,9 +219,7 @@ def test_a_ray_worker_that_dies_fails_its_run_and_its_finished_runs_are_replayed
     from tracer.workers import Options
 
     db = copy(recordings, tmp_path, "traces.db")
-    ids = [
-        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
-    ]
+    ids = recorded_ids(db)
     victim = ids[1]
 
     def dies_on_the_victim():  # runs in every Ray worker process as it starts
@@ -256,9 +257,7 @@ def test_an_interrupt_of_a_ray_replay_keeps_what_finished(recordings, tmp_path):
     from tracer.workers import Options
 
     db = copy(recordings, tmp_path, "traces.db")
-    ids = [
-        r["id"] for r in sqlite_utils.Database(db).query("select id from runs order by started_at")
-    ]
+    ids = recorded_ids(db)
     seen = []
 
     def ctrl_c_after_the_first_run(result):

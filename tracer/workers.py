@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tracer.replay import ReplayReport
 
 from tracer.replay import ReplayReport
+from tracer.signals import deferred
 
 STOP_TIMEOUT_S = 30  # how long a stopped worker may take to finish its episode's [END]
 
@@ -292,8 +293,6 @@ def _collect(
 
     A Ctrl-C while an answer is taken in waits for it to be counted (never a result read and
     lost), and one that came meanwhile stops the job before any worker gets a new run."""
-    from tracer.signals import deferred
-
     ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
     free: list[_Worker | None] = []  # answered, or None for one that died
     with deferred():
