@@ -190,4 +190,4 @@ class Recorder:
 
 def _as_is(text: str | None, value: Any) -> Any:
     """Return a body's JSON text to store, or its value when the text cannot be kept."""
-    return value if text is None else JSONText(text)
+    return value if text is None else JSONText(text, value)

@@ -80,7 +80,9 @@ class Column:
 def usage(response: Any, stream: Any) -> dict[str, Any]:
     """Return the ``usage`` object of a response: a chat.completion body (decoded or as text),
     or a raw SSE stream's last chunk that carries one; {} when there is none."""
-    if isinstance(response, str):
+    if isinstance(response, JSONText) and response.value is not None:
+        response = response.value
+    elif isinstance(response, str):
         if stream:
             found: dict[str, Any] = {}
             for _, chunk in data_events(response):
@@ -292,7 +294,17 @@ def dumps(value: Any) -> str:
 
 
 class JSONText(str):
-    """Text that already is the JSON to store (a body as it was sent): stored as it is."""
+    """Text that already is the JSON to store (a body as it was sent): stored as it is.
+
+    ``value`` is what it decodes to, when the writer has it: derived columns read it rather
+    than decoding the text again."""
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any = None) -> JSONText:  # noqa: PYI034 (py310: no typing.Self)
+        new = super().__new__(cls, text)
+        new.value = value
+        return new
 
 
 def encode(table: str, row: dict[str, Any]) -> dict[str, Any]:
