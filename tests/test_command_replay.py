@@ -97,6 +97,30 @@ def test_a_recorded_script_replays_byte_for_byte_with_the_llm_gone(recorded, nam
     assert answers(new_run) == answers(run_id) != []
 
 
+def test_recorded_scripts_replay_in_two_workers_with_no_traceback(recorded, tmp_path):
+    # A worker's stdout is the process's own (a command's is not sent back through the
+    # driver): run as a process, the lines come out, in the order the workers print them.
+    import os
+    import subprocess
+
+    source, _, _ = recorded
+    out = {}
+    for workers in ("1", "2"):
+        db = tmp_path / f"w{workers}.db"
+        shutil.copy(source / "t.db", db)
+        argv = ["--db", str(db), "replay", "--all", "--offline", "--workers", workers]
+        out[workers] = subprocess.run(
+            [sys.executable, "-m", "tracer.cli", *argv],
+            check=False,
+            capture_output=True,
+            env={k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "API_KEY")},
+            timeout=120,
+        )
+    assert out["2"].returncode == out["1"].returncode == 0, out["2"].stderr
+    assert b"Traceback" not in out["2"].stderr
+    assert sorted(out["2"].stdout.splitlines()) == sorted(out["1"].stdout.splitlines())
+
+
 def test_a_seed_like_script_replays_live_and_offline(recorded):
     tmp_path, runs, env_url = recorded
     run_id, stdout = runs["seed_like.py"]
