@@ -101,7 +101,8 @@ def replay_one(source: Any, shard: Any, run_id: str, options: Options) -> RunRes
     lines: list[str] = []
     # Printed by the driver with the run's lines, in the order of runs. A text stream with a
     # .buffer, as sys.stderr has: a tracer run recording's replay tees its command's stderr there.
-    notes = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="replace", write_through=True)
+    caught = io.BytesIO()
+    notes = io.TextIOWrapper(caught, encoding="utf-8", errors="replace", write_through=True)
     report, error = None, None
     try:
         with contextlib.redirect_stderr(notes):
@@ -110,8 +111,7 @@ def replay_one(source: Any, shard: Any, run_id: str, options: Options) -> RunRes
         error = "interrupted"
     except TraceError as exc:
         error = str(exc)
-    written = notes.buffer.getvalue().decode("utf-8", "replace")  # type: ignore[attr-defined]
-    return RunResult(run_id, report, lines, error, written)
+    return RunResult(run_id, report, lines, error, caught.getvalue().decode("utf-8", "replace"))
 
 
 @contextmanager
